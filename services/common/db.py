@@ -1,0 +1,99 @@
+"""PostgreSQL access shared by every service: the pool and numbered migrations.
+
+Each service keeps its schema in ``services/<name>/migrations/NNNN_name.sql``.
+``apply_migrations`` applies the ones not yet recorded in ``schema_migrations``,
+each in its own transaction, under an advisory lock so that several replicas
+starting at once migrate exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger("confidant.db")
+
+_MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_LOCK_ID = 7_146_002  # any constant: one migration run per database at a time
+
+
+def migration_files(directory: Path) -> list[tuple[int, Path]]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION.match(path.name)
+        if not match:
+            raise ValueError(f"Migration file {path.name} must be named NNNN_lowercase_words.sql.")
+        found.append((int(match.group(1)), path))
+    versions = [v for v, _ in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"Two migrations in {directory} share a number.")
+    return found
+
+
+async def apply_migrations(url: str, directory: Path) -> list[int]:
+    """Apply pending migrations; return the versions applied now."""
+    applied_now: list[int] = []
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute("SELECT version FROM schema_migrations")
+            done = {row[0] for row in await cur.fetchall()}
+            for version, path in migration_files(directory):
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(path.read_text())
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, path.name)
+                    )
+                applied_now.append(version)
+                log.info("migration applied", extra={"fields": {"version": version, "file": path.name}})
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+    return applied_now
+
+
+async def wait_for_database(url: str, timeout_seconds: float = 30.0) -> None:
+    """Bounded retry at start-up; fail with the reason rather than hang."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(url, connect_timeout=3):
+                return
+        except psycopg.OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"The database did not answer within {timeout_seconds:.0f}s: {str(exc).strip()}"
+                ) from exc
+            await asyncio.sleep(0.5)
+
+
+async def open_pool(url: str, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
+    pool = AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        check=AsyncConnectionPool.check_connection,
+        kwargs={"autocommit": True},
+    )
+    await pool.open(wait=True, timeout=30)
+    return pool
+
+
+async def prepare_database(url: str, migrations: Path, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
+    """Wait for the database, migrate it and open the pool: every service's start-up."""
+    await wait_for_database(url)
+    await apply_migrations(url, migrations)
+    return await open_pool(url, min_size, max_size)
