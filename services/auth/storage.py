@@ -1,0 +1,377 @@
+"""All of auth's SQL, one named method per query.
+
+psycopg errors become domain errors here. Writes that the audit trail must
+reflect take the audit event and record it in the same transaction, so an
+action and its audit row exist together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from services.common import audit
+from services.common.errors import AlreadyExists, NotFound
+
+
+@dataclass(frozen=True)
+class Practice:
+    practice_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    practice_id: str
+    role: str
+    email: str
+    display_name: str
+    has_password: bool
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A session as stored; ``now`` is the database clock when it was read."""
+
+    kind: str  # "full" | "magic_link"
+    conversation_id: str
+    last_seen_at: datetime
+    expires_at: datetime
+    now: datetime
+
+
+@dataclass(frozen=True)
+class MagicLinkState:
+    user_id: str
+    conversation_id: str
+    used: bool
+    expired: bool
+
+
+@dataclass(frozen=True)
+class Redemption:
+    """What happened to one redemption attempt."""
+
+    outcome: str  # "redeemed" | "expired" | "already_used" | "unknown"
+    conversation_id: str = ""
+    user_id: str = ""
+    user: User | None = None
+    session: SessionRecord | None = None
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    actor: str
+    action: str
+    outcome: str
+    target: str = ""
+    practice_id: str = ""
+    detail: dict = field(default_factory=dict)
+
+
+_USER_COLUMNS = sql.SQL(
+    "u.user_id::text AS user_id, u.practice_id::text AS practice_id, u.role, u.email, u.display_name,"
+    " u.password_hash IS NOT NULL AS has_password"
+)
+
+
+def _user(row: dict) -> User:
+    return User(
+        user_id=row["user_id"],
+        practice_id=row["practice_id"],
+        role=row["role"],
+        email=row["email"],
+        display_name=row["display_name"],
+        has_password=row["has_password"],
+    )
+
+
+def _session(row: dict) -> SessionRecord:
+    return SessionRecord(
+        kind=row["kind"],
+        conversation_id=row["conversation_id"],
+        last_seen_at=row["last_seen_at"],
+        expires_at=row["expires_at"],
+        now=row["now"],
+    )
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def _record(conn: psycopg.AsyncConnection, event: AuditEvent) -> None:
+    await audit.record(
+        conn,
+        actor=event.actor,
+        action=event.action,
+        outcome=event.outcome,
+        target=event.target,
+        practice_id=event.practice_id,
+        detail=event.detail,
+    )
+
+
+def _is_email_taken(exc: psycopg.errors.UniqueViolation) -> bool:
+    return exc.diag.constraint_name == "users_email_key"
+
+
+_EMAIL_TAKEN = "An account with this email address already exists."
+
+
+class AuthStorage:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    # -- audit ---------------------------------------------------------------
+
+    async def record_audit(self, event: AuditEvent) -> None:
+        async with self._pool.connection() as conn:
+            await _record(conn, event)
+
+    # -- practices and users ---------------------------------------------------
+
+    async def create_practice(
+        self, practice_id: str, name: str, owner: User, owner_password_hash: str, event: AuditEvent
+    ) -> tuple[Practice, User]:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO practices (practice_id, name) VALUES (%s, %s)", (practice_id, name)
+                )
+                await conn.execute(
+                    "INSERT INTO users (user_id, practice_id, role, email, display_name, password_hash)"
+                    " VALUES (%s, %s, 'owner', %s, %s, %s)",
+                    (owner.user_id, practice_id, owner.email, owner.display_name, owner_password_hash),
+                )
+                await _record(conn, event)
+        except psycopg.errors.UniqueViolation as exc:
+            if _is_email_taken(exc):
+                raise AlreadyExists(_EMAIL_TAKEN) from None
+            raise
+        return Practice(practice_id, name), owner
+
+    async def get_practice(self, practice_id: str) -> Practice | None:
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(Practice))
+            await cur.execute(
+                "SELECT practice_id::text AS practice_id, name FROM practices WHERE practice_id = %s",
+                (practice_id,),
+            )
+            return await cur.fetchone()
+
+    async def create_user(self, user: User, password_hash: str | None, event: AuditEvent) -> User:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO users (user_id, practice_id, role, email, display_name, password_hash)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    (user.user_id, user.practice_id, user.role, user.email, user.display_name, password_hash),
+                )
+                await _record(conn, event)
+        except psycopg.errors.UniqueViolation as exc:
+            if _is_email_taken(exc):
+                raise AlreadyExists(_EMAIL_TAKEN) from None
+            raise
+        except psycopg.errors.ForeignKeyViolation:
+            raise NotFound("This practice does not exist.") from None
+        return user
+
+    async def get_users(self, user_ids: Sequence[str]) -> list[User]:
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                sql.SQL("SELECT {} FROM users u WHERE u.user_id = ANY(%s::uuid[])").format(_USER_COLUMNS),
+                (list(user_ids),),
+            )
+            return [_user(row) for row in await cur.fetchall()]
+
+    async def user_credentials(self, email: str) -> tuple[User, str | None] | None:
+        """The user with this (lower-cased) email and their password hash."""
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                sql.SQL("SELECT {}, u.password_hash FROM users u WHERE u.email = %s").format(_USER_COLUMNS),
+                (email,),
+            )
+            row = await cur.fetchone()
+        return (_user(row), row["password_hash"]) if row else None
+
+    async def update_password_hash(self, user_id: str, password_hash: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("UPDATE users SET password_hash = %s WHERE user_id = %s", (password_hash, user_id))
+
+    async def search_directory(
+        self, practice_id: str, words: Sequence[str], roles: Sequence[str], limit: int
+    ) -> list[User]:
+        """Users of a practice whose folded name or email contains every word, in name order."""
+        # One LIKE per word with the pattern folded by the same function as the
+        # column, so "alex" finds "Álex" and the trigram index can serve it.
+        where = sql.SQL("").join(
+            sql.SQL(" AND u.search_text LIKE '%%' || fold_for_search(%s) || '%%'") for _ in words
+        )
+        query = sql.SQL(
+            "SELECT {columns} FROM users u WHERE u.practice_id = %s AND u.role = ANY(%s){where}"
+            " ORDER BY u.sort_name, u.user_id LIMIT %s"
+        ).format(columns=_USER_COLUMNS, where=where)
+        params = [practice_id, list(roles), *(_escape_like(w) for w in words), limit]
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(query, params)
+            return [_user(row) for row in await cur.fetchall()]
+
+    # -- sessions ----------------------------------------------------------------
+
+    async def create_full_session(
+        self, session_hash: bytes, user_id: str, absolute_seconds: int, event: AuditEvent
+    ) -> SessionRecord:
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "INSERT INTO sessions (session_hash, user_id, kind, expires_at)"
+                " VALUES (%s, %s, 'full', now() + make_interval(secs => %s))"
+                " RETURNING kind, conversation_id, last_seen_at, expires_at, now() AS now",
+                (session_hash, user_id, absolute_seconds),
+            )
+            row = await cur.fetchone()
+            await _record(conn, event)
+        return _session(row)
+
+    async def touch_session(self, session_hash: bytes, idle_seconds: int) -> tuple[User, SessionRecord] | None:
+        """The live session's user, after marking it active; None if unknown, revoked or expired.
+
+        Full sessions end after ``idle_seconds`` without activity or at ``expires_at``;
+        magic-link sessions end at ``expires_at`` whatever the activity.
+        """
+        query = sql.SQL(
+            "WITH touched AS ("
+            "  UPDATE sessions s"
+            "  SET last_seen_at = CASE WHEN s.kind = 'full' THEN now() ELSE s.last_seen_at END"
+            "  WHERE s.session_hash = %(hash)s AND s.revoked_at IS NULL AND s.expires_at > now()"
+            "    AND (s.kind <> 'full' OR s.last_seen_at > now() - make_interval(secs => %(idle)s))"
+            "  RETURNING s.user_id, s.kind, s.conversation_id, s.last_seen_at, s.expires_at"
+            ") SELECT {columns}, t.kind, t.conversation_id, t.last_seen_at, t.expires_at, now() AS now"
+            " FROM touched t JOIN users u ON u.user_id = t.user_id"
+        ).format(columns=_USER_COLUMNS)
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(query, {"hash": session_hash, "idle": idle_seconds})
+            row = await cur.fetchone()
+        return (_user(row), _session(row)) if row else None
+
+    async def revoke_session(
+        self, session_hash: bytes, event: Callable[[User], AuditEvent]
+    ) -> User | None:
+        """Revoke a live session; None when there was none to revoke."""
+        query = sql.SQL(
+            "WITH revoked AS ("
+            "  UPDATE sessions SET revoked_at = now()"
+            "  WHERE session_hash = %s AND revoked_at IS NULL RETURNING user_id"
+            ") SELECT {columns} FROM revoked r JOIN users u ON u.user_id = r.user_id"
+        ).format(columns=_USER_COLUMNS)
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(query, (session_hash,))
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            user = _user(row)
+            await _record(conn, event(user))
+        return user
+
+    # -- magic links ---------------------------------------------------------------
+
+    async def create_magic_link(
+        self, token_hash: bytes, user_id: str, conversation_id: str, ttl_seconds: int, event: AuditEvent
+    ) -> datetime:
+        async with self._pool.connection() as conn, conn.transaction():
+            try:
+                cur = await conn.execute(
+                    "INSERT INTO magic_links (token_hash, user_id, conversation_id, expires_at)"
+                    " VALUES (%s, %s, %s, now() + make_interval(secs => %s)) RETURNING expires_at",
+                    (token_hash, user_id, conversation_id, ttl_seconds),
+                )
+            except psycopg.errors.ForeignKeyViolation:
+                raise NotFound("This user does not exist.") from None
+            (expires_at,) = await cur.fetchone()
+            await _record(conn, event)
+        return expires_at
+
+    async def inspect_magic_link(self, token_hash: bytes) -> MagicLinkState | None:
+        async with self._pool.connection() as conn:
+            return await self._link_state(conn, token_hash)
+
+    async def redeem_magic_link(
+        self, token_hash: bytes, session_hash: bytes, event: Callable[[Redemption], AuditEvent]
+    ) -> Redemption:
+        """Consume a link once and open its messaging-only session, atomically.
+
+        Of concurrent attempts exactly one matches the conditional UPDATE: the
+        others wait on its row lock, then see ``used_at`` set and match nothing.
+        """
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "UPDATE magic_links SET used_at = now()"
+                " WHERE token_hash = %s AND used_at IS NULL AND expires_at > now()"
+                " RETURNING user_id, conversation_id, expires_at",
+                (token_hash,),
+            )
+            link = await cur.fetchone()
+            if link is None:
+                state = await self._link_state(conn, token_hash)
+                if state is None:
+                    result = Redemption("unknown")
+                else:
+                    outcome = "already_used" if state.used else "expired"
+                    result = Redemption(outcome, conversation_id=state.conversation_id, user_id=state.user_id)
+            else:
+                await cur.execute(
+                    "INSERT INTO sessions (session_hash, user_id, kind, conversation_id, expires_at)"
+                    " VALUES (%s, %s, 'magic_link', %s, %s)"
+                    " RETURNING kind, conversation_id, last_seen_at, expires_at, now() AS now",
+                    (session_hash, link["user_id"], link["conversation_id"], link["expires_at"]),
+                )
+                session = _session(await cur.fetchone())
+                await cur.execute(
+                    sql.SQL("SELECT {} FROM users u WHERE u.user_id = %s").format(_USER_COLUMNS),
+                    (link["user_id"],),
+                )
+                user = _user(await cur.fetchone())
+                result = Redemption("redeemed", link["conversation_id"], user.user_id, user, session)
+            await _record(conn, event(result))
+        return result
+
+    @staticmethod
+    async def _link_state(conn: psycopg.AsyncConnection, token_hash: bytes) -> MagicLinkState | None:
+        cur = conn.cursor(row_factory=class_row(MagicLinkState))
+        await cur.execute(
+            "SELECT user_id::text AS user_id, conversation_id, used_at IS NOT NULL AS used,"
+            " expires_at <= now() AS expired FROM magic_links WHERE token_hash = %s",
+            (token_hash,),
+        )
+        return await cur.fetchone()
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    async def purge_expired(self, session_retention_seconds: int, magic_link_retention_seconds: int) -> tuple[int, int]:
+        """Delete sessions and links that ended long ago; return how many of each."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "DELETE FROM sessions WHERE expires_at < now() - make_interval(secs => %(keep)s)"
+                " OR revoked_at < now() - make_interval(secs => %(keep)s)",
+                {"keep": session_retention_seconds},
+            )
+            sessions = cur.rowcount
+            cur = await conn.execute(
+                "DELETE FROM magic_links WHERE expires_at < now() - make_interval(secs => %s)",
+                (magic_link_retention_seconds,),
+            )
+            return sessions, cur.rowcount

@@ -1,0 +1,40 @@
+"""Builds the consent service: database, channel to auth, handlers, gRPC server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
+from confidant.consent.v1 import consent_service_pb2_grpc as pb_grpc
+
+from services.common.clients import open_channel
+from services.common.db import prepare_database
+from services.common.server import GrpcService
+from services.common.tokens import ServiceTokenSource, TokenSigner, TokenVerifier
+from services.consent.config import ConsentConfig
+from services.consent.handlers import ConsentHandlers
+from services.consent.servicer import ConsentServicer
+from services.consent.storage import ConsentStorage
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+async def create_service(config: ConsentConfig) -> GrpcService:
+    common = config.common
+    verifier = TokenVerifier.from_keys_dir(common.keys_dir)
+    tokens = ServiceTokenSource(TokenSigner.from_keys_dir(common.keys_dir, "consent"))
+    pool = await prepare_database(common.database_url, MIGRATIONS)
+    auth_channel = open_channel(config.auth_target, token=tokens.token)
+    handlers = ConsentHandlers(ConsentStorage(pool), auth_grpc.AuthServiceStub(auth_channel), config.default_region)
+
+    async def close() -> None:
+        await auth_channel.close()
+        await pool.close()
+
+    return GrpcService(
+        name="consent",
+        verifier=verifier,
+        servicers=[(pb_grpc.add_ConsentServiceServicer_to_server, ConsentServicer(handlers),
+                    "confidant.consent.v1.ConsentService")],
+        cleanup=[close],
+    )

@@ -1,0 +1,124 @@
+"""All of consent's SQL, each query a named method."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg_pool import AsyncConnectionPool
+
+from services.common import audit
+from services.consent.ledger import Entry
+
+# The first key of the two-key advisory locks that serialise changes per client.
+_CLIENT_LOCK_SPACE = 53_001
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    entry_id: int
+    client_id: str
+    practice_id: str
+    event: str
+    actor: str
+    source: str
+    phone_e164: str | None
+    provider_message_id: str | None
+    created_at: datetime
+
+    def as_entry(self) -> Entry:
+        return Entry(self.event, self.phone_e164)
+
+
+@dataclass(frozen=True)
+class NumberHolder:
+    client_id: str
+    practice_id: str
+
+
+class ConsentStorage:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        async with self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    async def lock_client(self, conn: psycopg.AsyncConnection, client_id: str) -> None:
+        """Serialise consent changes of one client until the transaction ends."""
+        await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_CLIENT_LOCK_SPACE, client_id))
+
+    async def ledger_for_client(self, conn: psycopg.AsyncConnection, client_id: str) -> list[LedgerRow]:
+        async with conn.cursor(row_factory=class_row(LedgerRow)) as cur:
+            await cur.execute(
+                "SELECT entry_id, client_id, practice_id, event, actor, source, phone_e164,"
+                " provider_message_id, created_at"
+                " FROM consent_ledger WHERE client_id = %s ORDER BY entry_id",
+                (client_id,),
+            )
+            return await cur.fetchall()
+
+    async def append_ledger(
+        self,
+        conn: psycopg.AsyncConnection,
+        *,
+        client_id: str,
+        practice_id: str,
+        entries: Sequence[Entry],
+        actor: str,
+        source: str,
+        provider_message_id: str | None = None,
+    ) -> None:
+        if not entries:
+            return
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO consent_ledger (client_id, practice_id, event, actor, source, phone_e164,"
+                " provider_message_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (client_id, practice_id, str(e.event), actor, source, e.phone, provider_message_id)
+                    for e in entries
+                ],
+            )
+
+    async def save_current_number(
+        self, conn: psycopg.AsyncConnection, client_id: str, practice_id: str, phone: str | None, text_ok: bool
+    ) -> None:
+        """Keep the phone_numbers row in step with the ledger's fold."""
+        await conn.execute(
+            "INSERT INTO phone_numbers (client_id, practice_id, phone_e164, text_ok, updated_at)"
+            " VALUES (%s, %s, %s, %s, now())"
+            " ON CONFLICT (client_id) DO UPDATE SET practice_id = EXCLUDED.practice_id,"
+            " phone_e164 = EXCLUDED.phone_e164, text_ok = EXCLUDED.text_ok, updated_at = now()",
+            (client_id, practice_id, phone, text_ok),
+        )
+
+    async def clients_with_number(self, conn: psycopg.AsyncConnection, phone: str) -> list[NumberHolder]:
+        async with conn.cursor(row_factory=class_row(NumberHolder)) as cur:
+            await cur.execute(
+                "SELECT client_id, practice_id FROM phone_numbers WHERE phone_e164 = %s ORDER BY client_id",
+                (phone,),
+            )
+            return await cur.fetchall()
+
+    async def record_inbound_sms(self, conn: psycopg.AsyncConnection, provider_message_id: str, phone: str) -> bool:
+        """Remember an inbound SMS; False when this provider message id was seen before."""
+        cur = await conn.execute(
+            "INSERT INTO inbound_sms (provider_message_id, from_e164) VALUES (%s, %s)"
+            " ON CONFLICT (provider_message_id) DO NOTHING RETURNING provider_message_id",
+            (provider_message_id, phone),
+        )
+        return await cur.fetchone() is not None
+
+    async def set_inbound_action(self, conn: psycopg.AsyncConnection, provider_message_id: str, action: str) -> None:
+        await conn.execute(
+            "UPDATE inbound_sms SET action = %s WHERE provider_message_id = %s", (action, provider_message_id)
+        )
+
+    async def audit(self, conn: psycopg.AsyncConnection, **fields) -> None:
+        await audit.record(conn, **fields)

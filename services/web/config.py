@@ -1,0 +1,99 @@
+"""Web edge settings.
+
+The web edge owns no database, so it does not use ``CommonConfig.load`` (which
+requires a database URL); it reads the same ``CONFIDANT_*`` variables for what
+it shares with the services and a few of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from services.common.config import PREFIX, ConfigError, Env, service_target
+
+GRPC_SERVICES = ("auth", "messaging", "consent", "notify")
+DEFAULT_WEB_PORT = 8080
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` -> (host, port); a clear error otherwise."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{PREFIX}WEB_LISTEN must look like host:port, not {listen!r}.")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    mode: str  # "development" or "production"
+    listen: str
+    public_url: str
+    keys_dir: Path
+    log_level: str = "INFO"
+    # host:port of each gRPC service.
+    targets: Mapping[str, str] = field(default_factory=dict)
+    session_cookie_name: str = "confidant_session"
+    # Cookies only over HTTPS (on in production).
+    secure_cookies: bool = False
+    # Deadline of ordinary gRPC calls.
+    rpc_deadline_seconds: float = 5.0
+    # A live-update stream is re-opened at least this often (and before the access token expires).
+    stream_deadline_seconds: float = 600.0
+    # Seconds between Server-Sent Events keep-alive comments.
+    keepalive_seconds: float = 15.0
+    # PRODUCT.md "Message length": shown as the composer's counter; messaging enforces it.
+    staff_message_max_length: int = 5000
+    client_message_max_length: int = 1000
+    shutdown_grace_seconds: float = 10.0
+
+    @property
+    def development(self) -> bool:
+        return self.mode == "development"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_listen(self.listen)
+
+    @classmethod
+    def load(cls, env: Env) -> WebConfig:
+        mode = env.str("MODE", "development")
+        if mode not in ("development", "production"):
+            raise ConfigError(f"{PREFIX}MODE must be development or production, not {mode!r}.")
+        listen = env.str("WEB_LISTEN", f"127.0.0.1:{DEFAULT_WEB_PORT}")
+        split_listen(listen)
+        public_url = env.str("PUBLIC_URL", f"http://127.0.0.1:{DEFAULT_WEB_PORT}").rstrip("/")
+        parts = urlsplit(public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"{PREFIX}PUBLIC_URL must be an http(s) URL, not {public_url!r}.")
+
+        def positive_int(name: str, default: int) -> int:
+            value = env.int(name, default)
+            if value <= 0:
+                raise ConfigError(f"{PREFIX}{name} must be a positive number, not {value}.")
+            return value
+
+        def positive_float(name: str, default: float) -> float:
+            value = env.float(name, default)
+            if value <= 0:
+                raise ConfigError(f"{PREFIX}{name} must be a positive number, not {value}.")
+            return value
+
+        return cls(
+            mode=mode,
+            listen=listen,
+            public_url=public_url,
+            keys_dir=env.path("KEYS_DIR", ".data/keys"),
+            log_level=env.str("LOG_LEVEL", "INFO"),
+            targets={svc: service_target(env, svc) for svc in GRPC_SERVICES},
+            session_cookie_name=env.str("SESSION_COOKIE_NAME", "confidant_session"),
+            secure_cookies=env.bool("SECURE_COOKIES", mode == "production"),
+            rpc_deadline_seconds=positive_float("WEB_RPC_DEADLINE_SECONDS", 5.0),
+            stream_deadline_seconds=positive_float("WEB_STREAM_DEADLINE_SECONDS", 600.0),
+            keepalive_seconds=positive_float("WEB_KEEPALIVE_SECONDS", 15.0),
+            staff_message_max_length=positive_int("STAFF_MESSAGE_MAX_LENGTH", 5000),
+            client_message_max_length=positive_int("CLIENT_MESSAGE_MAX_LENGTH", 1000),
+            shutdown_grace_seconds=positive_float("SHUTDOWN_GRACE_SECONDS", 10.0),
+        )
