@@ -28,8 +28,12 @@ HELP_REPLY = (
 
 
 def classify(body: str) -> Keyword:
-    """The keyword the whole message is, ignoring case and whitespace ("  Stop " is STOP)."""
-    word = "".join(body.split()).upper()
+    """The keyword the whole message is, ignoring case and whitespace ("  Stop " is STOP).
+
+    Trailing punctuation is forgiven too ("Stop." is STOP): honouring an opt-out that a
+    person clearly meant matters more than literal matching.
+    """
+    word = "".join(body.split()).upper().rstrip(".!")
     if word in _STOP:
         return Keyword.STOP
     if word in _START:
