@@ -36,7 +36,9 @@ class AuthConfig:
         def positive(name: str, default: int) -> int:
             value = env.int(name, default)
             if value <= 0:
-                raise ConfigError(f"{PREFIX}{name} must be a positive number of seconds or characters, not {value}.")
+                raise ConfigError(
+                    f"{PREFIX}{name} must be a positive number of seconds or characters, not {value}."
+                )
             return value
 
         config = cls(

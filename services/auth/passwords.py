@@ -62,7 +62,9 @@ def _fold(value: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
-def check_password_rules(password: str, *, email: str, display_name: str, min_length: int, max_length: int) -> None:
+def check_password_rules(
+    password: str, *, email: str, display_name: str, min_length: int, max_length: int
+) -> None:
     """Refuse passwords that are too short or long, common, or built from the person's name or email."""
     if len(password) < min_length:
         raise InvalidArgument(f"The password must be at least {min_length} characters long.")

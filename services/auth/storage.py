@@ -206,7 +206,9 @@ class AuthStorage:
 
     async def update_password_hash(self, user_id: str, password_hash: str) -> None:
         async with self._pool.connection() as conn:
-            await conn.execute("UPDATE users SET password_hash = %s WHERE user_id = %s", (password_hash, user_id))
+            await conn.execute(
+                "UPDATE users SET password_hash = %s WHERE user_id = %s", (password_hash, user_id)
+            )
 
     async def search_directory(
         self, practice_id: str, words: Sequence[str], roles: Sequence[str], limit: int
@@ -244,7 +246,9 @@ class AuthStorage:
             await _record(conn, event)
         return _session(row)
 
-    async def touch_session(self, session_hash: bytes, idle_seconds: int) -> tuple[User, SessionRecord] | None:
+    async def touch_session(
+        self, session_hash: bytes, idle_seconds: int
+    ) -> tuple[User, SessionRecord] | None:
         """The live session's user, after marking it active; None if unknown, revoked or expired.
 
         Full sessions end after ``idle_seconds`` without activity or at ``expires_at``;
@@ -266,9 +270,7 @@ class AuthStorage:
             row = await cur.fetchone()
         return (_user(row), _session(row)) if row else None
 
-    async def revoke_session(
-        self, session_hash: bytes, event: Callable[[User], AuditEvent]
-    ) -> User | None:
+    async def revoke_session(self, session_hash: bytes, event: Callable[[User], AuditEvent]) -> User | None:
         """Revoke a live session; None when there was none to revoke."""
         query = sql.SQL(
             "WITH revoked AS ("
@@ -361,7 +363,9 @@ class AuthStorage:
 
     # -- housekeeping ------------------------------------------------------------------
 
-    async def purge_expired(self, session_retention_seconds: int, magic_link_retention_seconds: int) -> tuple[int, int]:
+    async def purge_expired(
+        self, session_retention_seconds: int, magic_link_retention_seconds: int
+    ) -> tuple[int, int]:
         """Delete sessions and links that ended long ago; return how many of each."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(

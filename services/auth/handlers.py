@@ -1,0 +1,495 @@
+"""Auth's domain logic and authorization: who may do what, and the rules.
+
+Handlers take and return plain values and the storage dataclasses; the
+servicer turns them into protos. Authorization is checked here, first, before
+any argument that could reveal whether something exists is looked up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from services.auth.config import AuthConfig
+from services.auth.passwords import Passwords, check_password_rules
+from services.auth.storage import AuditEvent, AuthStorage, Practice, Redemption, SessionRecord, User
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from services.common.identity import (
+    STAFF_ROLES,
+    Principal,
+    caller,
+    require_service,
+    require_staff,
+    require_user,
+)
+from services.common.tokens import TokenSigner
+
+log = logging.getLogger("confidant.auth")
+
+SIGN_IN_FAILED = "Email or password is incorrect."
+SESSION_ENDED = "Your session has ended."
+
+# Roles CreateUser may add; owners come with their practice, service accounts elsewhere.
+CREATABLE_ROLES = frozenset({"clinician", "team_member", "client"})
+# Roles the directory lists; never service accounts.
+DIRECTORY_ROLES = ("owner", "clinician", "team_member", "client")
+
+MAX_EMAIL_LENGTH = 254
+MAX_NAME_LENGTH = 200
+MAX_GET_USERS = 500
+MAX_CONVERSATION_ID_LENGTH = 128
+MAX_SEARCH_QUERY_LENGTH = 200
+MAX_SEARCH_WORDS = 8
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+# Our tokens are 43 characters; anything far longer is not one of ours.
+MAX_TOKEN_LENGTH = 256
+MAX_CLIENT_ADDRESS_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """A session as the caller sees it: when it ends if nothing else happens."""
+
+    kind: str
+    expires_at: datetime
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    session_token: str
+    user: User
+    session: SessionView
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    user: User
+    session: SessionView
+    access_token: str
+    access_token_expires_at: datetime
+
+
+@dataclass(frozen=True)
+class MagicLink:
+    token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class RedeemResult:
+    outcome: str  # "redeemed" | "expired" | "already_used" | "unknown"
+    conversation_id: str = ""
+    session_token: str = ""
+    user: User | None = None
+    session: SessionView | None = None
+
+
+def _token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _new_token() -> str:
+    # 256 bits of randomness; only its sha256 is stored.
+    return secrets.token_urlsafe(32)
+
+
+def _parse_id(value: str, what: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidArgument(f"The {what} is not a valid id.") from None
+
+
+def _normalize_email(value: str) -> str:
+    email = value.strip().lower()
+    local, at, domain = email.partition("@")
+    if not at or not local or not domain or len(email) > MAX_EMAIL_LENGTH or any(c.isspace() for c in email):
+        raise InvalidArgument("Enter a valid email address.")
+    return email
+
+
+def _required_name(value: str, what: str) -> str:
+    name = " ".join(value.split())
+    if not name:
+        raise InvalidArgument(f"The {what} is required.")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidArgument(f"The {what} must be at most {MAX_NAME_LENGTH} characters long.")
+    return name
+
+
+def _client_address(value: str) -> dict:
+    address = value.strip()[:MAX_CLIENT_ADDRESS_LENGTH]
+    return {"client_address": address} if address else {}
+
+
+class AuthHandlers:
+    def __init__(
+        self, config: AuthConfig, storage: AuthStorage, passwords: Passwords, signer: TokenSigner
+    ) -> None:
+        self._config = config
+        self._storage = storage
+        self._passwords = passwords
+        self._signer = signer
+
+    # -- practices and users -----------------------------------------------------
+
+    def _check_password(self, password: str, email: str, display_name: str) -> None:
+        check_password_rules(
+            password,
+            email=email,
+            display_name=display_name,
+            min_length=self._config.password_min_length,
+            max_length=self._config.password_max_length,
+        )
+
+    async def create_practice(
+        self, name: str, owner_email: str, owner_display_name: str, owner_password: str
+    ) -> tuple[Practice, User]:
+        principal = require_service("web")
+        name = _required_name(name, "practice name")
+        email = _normalize_email(owner_email)
+        display_name = _required_name(owner_display_name, "owner's name")
+        self._check_password(owner_password, email, display_name)
+        password_hash = await self._passwords.hash(owner_password)
+        practice_id, owner_id = str(uuid.uuid4()), str(uuid.uuid4())
+        owner = User(owner_id, practice_id, "owner", email, display_name, has_password=True)
+        event = AuditEvent(
+            actor=principal.subject,
+            action="practice.create",
+            outcome="success",
+            target=practice_id,
+            practice_id=practice_id,
+            detail={"owner_user_id": owner_id},
+        )
+        practice, owner = await self._storage.create_practice(practice_id, name, owner, password_hash, event)
+        log.info("practice created", extra={"fields": {"practice_id": practice_id, "user_id": owner_id}})
+        return practice, owner
+
+    async def get_practice(self, practice_id: str) -> Practice:
+        principal = caller()
+        practice_id = _parse_id(practice_id, "practice id")
+        if not principal.is_service:
+            require_user()
+            if principal.practice_id != practice_id:
+                raise PermissionDenied("You can only see your own practice.")
+        practice = await self._storage.get_practice(practice_id)
+        if practice is None:
+            raise NotFound("This practice does not exist.")
+        return practice
+
+    async def create_user(
+        self, practice_id: str, role: str, email: str, display_name: str, password: str
+    ) -> User:
+        principal = caller()
+        if principal.is_service:
+            require_service("web")
+        else:
+            require_user("owner")
+        practice_id = _parse_id(practice_id, "practice id")
+        if not principal.is_service and principal.practice_id != practice_id:
+            raise PermissionDenied("You can only add people to your own practice.")
+        if role not in CREATABLE_ROLES:
+            raise InvalidArgument("A user can be added as a clinician, a team member or a client.")
+        email = _normalize_email(email)
+        display_name = _required_name(display_name, "name")
+        password_hash = None
+        if password:
+            self._check_password(password, email, display_name)
+            password_hash = await self._passwords.hash(password)
+        user = User(
+            str(uuid.uuid4()), practice_id, role, email, display_name, has_password=password_hash is not None
+        )
+        event = AuditEvent(
+            actor=principal.subject,
+            action="user.create",
+            outcome="success",
+            target=user.user_id,
+            practice_id=practice_id,
+            detail={"role": role},
+        )
+        return await self._storage.create_user(user, password_hash, event)
+
+    @staticmethod
+    def _visible(principal: Principal, user: User) -> bool:
+        """Whether ``principal`` may read ``user``'s profile."""
+        if principal.is_service:
+            return True
+        if user.practice_id != principal.practice_id:
+            return False
+        if principal.is_client:
+            return user.user_id == principal.user_id or user.role in STAFF_ROLES
+        return True  # staff and service accounts: everyone in their practice
+
+    async def get_users(self, user_ids: Sequence[str]) -> list[User]:
+        principal = caller()
+        if not principal.is_service:
+            require_user()
+        if len(user_ids) > MAX_GET_USERS:
+            raise InvalidArgument(f"Ask for at most {MAX_GET_USERS} users at a time.")
+        wanted = list(dict.fromkeys(_parse_id(value, "user id") for value in user_ids))
+        if not wanted:
+            return []
+        found = {u.user_id: u for u in await self._storage.get_users(wanted) if self._visible(principal, u)}
+        missing = [user_id for user_id in wanted if user_id not in found]
+        if missing:
+            await self._storage.record_audit(
+                AuditEvent(
+                    actor=principal.subject,
+                    action="users.read",
+                    outcome="not_found",
+                    practice_id=principal.practice_id,
+                    detail={"user_ids": wanted, "missing": len(missing)},
+                )
+            )
+            if len(wanted) == 1:
+                raise NotFound("The requested user was not found.")
+            raise NotFound(f"{len(missing)} of the {len(wanted)} requested users were not found.")
+        users = [found[user_id] for user_id in wanted]
+        # A client's profile is PHI (being someone's client is): record who read it.
+        clients = [u.user_id for u in users if u.role == "client"]
+        if clients:
+            await self._storage.record_audit(
+                AuditEvent(
+                    actor=principal.subject,
+                    action="users.read",
+                    outcome="success",
+                    practice_id=principal.practice_id,
+                    detail={"user_ids": clients},
+                )
+            )
+        return users
+
+    async def search_directory(self, query: str, roles: Sequence[str], page_size: int) -> list[User]:
+        principal = require_staff()
+        if len(query) > MAX_SEARCH_QUERY_LENGTH:
+            raise InvalidArgument(f"The search must be at most {MAX_SEARCH_QUERY_LENGTH} characters long.")
+        words = query.split()[:MAX_SEARCH_WORDS]
+        if any(role not in DIRECTORY_ROLES for role in roles):
+            raise InvalidArgument("The directory lists owners, clinicians, team members and clients only.")
+        if page_size < 0:
+            raise InvalidArgument("The page size must not be negative.")
+        limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        users = await self._storage.search_directory(
+            principal.practice_id, words, sorted(set(roles)) or DIRECTORY_ROLES, limit
+        )
+        clients = [u.user_id for u in users if u.role == "client"]
+        if clients:
+            await self._storage.record_audit(
+                AuditEvent(
+                    actor=principal.subject,
+                    action="directory.search",
+                    outcome="success",
+                    practice_id=principal.practice_id,
+                    detail={"user_ids": clients},
+                )
+            )
+        return users
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def _view(self, record: SessionRecord) -> SessionView:
+        if record.kind == "full":
+            idle_deadline = record.last_seen_at + timedelta(seconds=self._config.session_idle_seconds)
+            expires_at = min(record.expires_at, idle_deadline)
+        else:
+            expires_at = record.expires_at
+        return SessionView(record.kind, expires_at, record.conversation_id)
+
+    async def sign_in(self, email: str, password: str, client_address: str) -> SignedIn:
+        principal = require_service("web")
+        email = email.strip().lower()
+        if not email or not password:
+            raise InvalidArgument("Enter your email and password.")
+        detail = _client_address(client_address)
+        found = await self._storage.user_credentials(email) if len(email) <= MAX_EMAIL_LENGTH else None
+        password_hash = found[1] if found else None
+        # Over-long passwords are never valid; check a short one so the time spent matches.
+        candidate = password if len(password) <= self._config.password_max_length else ""
+        ok = await self._passwords.verify(password_hash, candidate) and bool(candidate)
+        if found is None or not ok:
+            if found is None:
+                actor, practice_id = "unknown", ""
+                detail["email_sha256"] = hashlib.sha256(email.encode()).hexdigest()
+            else:
+                actor, practice_id = found[0].user_id, found[0].practice_id
+            await self._storage.record_audit(
+                AuditEvent(
+                    actor=actor,
+                    action="sign_in",
+                    outcome="failure",
+                    target=actor if found else "",
+                    practice_id=practice_id,
+                    detail={**detail, "via": principal.service_name},
+                )
+            )
+            raise Unauthenticated(SIGN_IN_FAILED)
+        user, password_hash = found
+        if password_hash and self._passwords.needs_rehash(password_hash):
+            await self._storage.update_password_hash(user.user_id, await self._passwords.hash(password))
+        token = _new_token()
+        record = await self._storage.create_full_session(
+            _token_hash(token),
+            user.user_id,
+            self._config.session_absolute_seconds,
+            AuditEvent(
+                actor=user.user_id,
+                action="sign_in",
+                outcome="success",
+                target=user.user_id,
+                practice_id=user.practice_id,
+                detail={**detail, "via": principal.service_name},
+            ),
+        )
+        log.info("signed in", extra={"fields": {"user_id": user.user_id, "practice_id": user.practice_id}})
+        return SignedIn(token, user, self._view(record))
+
+    async def authenticate_session(self, session_token: str) -> Authenticated:
+        require_service("web")
+        if not session_token or len(session_token) > MAX_TOKEN_LENGTH:
+            raise Unauthenticated(SESSION_ENDED)
+        found = await self._storage.touch_session(
+            _token_hash(session_token), self._config.session_idle_seconds
+        )
+        if found is None:
+            raise Unauthenticated(SESSION_ENDED)
+        user, record = found
+        view = self._view(record)
+        seconds_left = int((view.expires_at - record.now).total_seconds())
+        if seconds_left < 1:
+            raise Unauthenticated(SESSION_ENDED)
+        principal = Principal(
+            subject=user.user_id,
+            role=user.role,
+            practice_id=user.practice_id,
+            session_kind=record.kind,
+            conversation_id=record.conversation_id if record.kind == "magic_link" else "",
+        )
+        # The access token never outlives the session it was issued for.
+        access_token, expires = self._signer.user_token(
+            principal, min(self._config.access_token_ttl_seconds, seconds_left)
+        )
+        expires_at = datetime.fromtimestamp(expires, tz=record.now.tzinfo)
+        return Authenticated(user, view, access_token, expires_at)
+
+    async def sign_out(self, session_token: str) -> None:
+        principal = require_service("web")
+        if not session_token or len(session_token) > MAX_TOKEN_LENGTH:
+            return  # nothing to revoke: signing out is idempotent
+
+        def event(user: User) -> AuditEvent:
+            return AuditEvent(
+                actor=user.user_id,
+                action="sign_out",
+                outcome="success",
+                target=user.user_id,
+                practice_id=user.practice_id,
+                detail={"via": principal.service_name},
+            )
+
+        user = await self._storage.revoke_session(_token_hash(session_token), event)
+        if user is not None:
+            log.info("signed out", extra={"fields": {"user_id": user.user_id}})
+
+    # -- magic links -----------------------------------------------------------------------
+
+    async def create_magic_link(self, user_id: str, conversation_id: str) -> MagicLink:
+        principal = require_service("notify")
+        user_id = _parse_id(user_id, "user id")
+        conversation_id = conversation_id.strip()
+        if not conversation_id:
+            raise InvalidArgument("A magic link needs the conversation it was sent for.")
+        if len(conversation_id) > MAX_CONVERSATION_ID_LENGTH:
+            raise InvalidArgument("The conversation id is too long.")
+        users = await self._storage.get_users([user_id])
+        if not users:
+            raise NotFound("This user does not exist.")
+        user = users[0]
+        if user.role != "client":
+            raise FailedPrecondition("Quick sign-in links are only for clients.")
+        token = _new_token()
+        expires_at = await self._storage.create_magic_link(
+            _token_hash(token),
+            user.user_id,
+            conversation_id,
+            self._config.magic_link_ttl_seconds,
+            AuditEvent(
+                actor=principal.subject,
+                action="magic_link.create",
+                outcome="success",
+                target=user.user_id,
+                practice_id=user.practice_id,
+                detail={"conversation_id": conversation_id},
+            ),
+        )
+        return MagicLink(token, expires_at)
+
+    async def inspect_magic_link(self, token: str) -> tuple[str, str]:
+        """The link's outcome if redeemed now ("valid", "expired", "already_used", "unknown") and its conversation."""
+        require_service("web")
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return "unknown", ""
+        state = await self._storage.inspect_magic_link(_token_hash(token))
+        if state is None:
+            return "unknown", ""
+        if state.used:
+            return "already_used", state.conversation_id
+        if state.expired:
+            return "expired", state.conversation_id
+        return "valid", state.conversation_id
+
+    async def redeem_magic_link(self, token: str, client_address: str) -> RedeemResult:
+        principal = require_service("web")
+        detail = {**_client_address(client_address), "via": principal.service_name}
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            await self._storage.record_audit(
+                AuditEvent(actor="unknown", action="magic_link.redeem", outcome="unknown", detail=detail)
+            )
+            return RedeemResult("unknown")
+        session_token = _new_token()
+
+        def event(result: Redemption) -> AuditEvent:
+            return AuditEvent(
+                actor=result.user_id or "unknown",
+                action="magic_link.redeem",
+                outcome=result.outcome,
+                target=result.user_id,
+                practice_id=result.user.practice_id if result.user else "",
+                detail={**detail, "conversation_id": result.conversation_id}
+                if result.conversation_id
+                else detail,
+            )
+
+        result = await self._storage.redeem_magic_link(_token_hash(token), _token_hash(session_token), event)
+        if result.outcome != "redeemed":
+            return RedeemResult(result.outcome, result.conversation_id)
+        assert result.user is not None and result.session is not None
+        log.info("magic link redeemed", extra={"fields": {"user_id": result.user.user_id}})
+        return RedeemResult(
+            "redeemed", result.conversation_id, session_token, result.user, self._view(result.session)
+        )
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    async def purge_loop(self) -> None:
+        """Delete long-ended sessions and links, hourly by default."""
+        while True:
+            sessions, links = await self._storage.purge_expired(
+                self._config.session_retention_seconds, self._config.magic_link_retention_seconds
+            )
+            if sessions or links:
+                log.info("purged", extra={"fields": {"sessions": sessions, "magic_links": links}})
+            await asyncio.sleep(self._config.purge_interval_seconds)

@@ -1,0 +1,160 @@
+"""The gRPC face of auth: request protos in, handler calls, response protos out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import grpc
+from confidant.auth.v1 import auth_service_pb2 as pb
+from confidant.auth.v1 import auth_service_pb2_grpc as pb_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.auth.handlers import AuthHandlers, SessionView
+from services.auth.storage import Practice, User
+from services.common.errors import InvalidArgument
+
+_ROLE_TO_PB = {
+    "owner": pb.ROLE_OWNER,
+    "clinician": pb.ROLE_CLINICIAN,
+    "team_member": pb.ROLE_TEAM_MEMBER,
+    "client": pb.ROLE_CLIENT,
+    "service_account": pb.ROLE_SERVICE_ACCOUNT,
+}
+_PB_TO_ROLE = {value: name for name, value in _ROLE_TO_PB.items()}
+_KIND_TO_PB = {"full": pb.SESSION_KIND_FULL, "magic_link": pb.SESSION_KIND_MAGIC_LINK}
+_OUTCOME_TO_PB = {
+    "valid": pb.MAGIC_LINK_OUTCOME_VALID,
+    "redeemed": pb.MAGIC_LINK_OUTCOME_REDEEMED,
+    "expired": pb.MAGIC_LINK_OUTCOME_EXPIRED,
+    "already_used": pb.MAGIC_LINK_OUTCOME_ALREADY_USED,
+    "unknown": pb.MAGIC_LINK_OUTCOME_UNKNOWN,
+}
+
+
+def _role(value: int) -> str:
+    try:
+        return _PB_TO_ROLE[value]
+    except KeyError:
+        raise InvalidArgument("Choose a role.") from None
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _user(user: User) -> pb.User:
+    return pb.User(
+        user_id=user.user_id,
+        practice_id=user.practice_id,
+        role=_ROLE_TO_PB[user.role],
+        email=user.email,
+        display_name=user.display_name,
+        has_password=user.has_password,
+    )
+
+
+def _practice(practice: Practice) -> pb.Practice:
+    return pb.Practice(practice_id=practice.practice_id, name=practice.name)
+
+
+def _session(session: SessionView) -> pb.Session:
+    return pb.Session(
+        kind=_KIND_TO_PB[session.kind],
+        expires_at=_timestamp(session.expires_at),
+        conversation_id=session.conversation_id,
+    )
+
+
+class AuthServicer(pb_grpc.AuthServiceServicer):
+    def __init__(self, handlers: AuthHandlers) -> None:
+        self._handlers = handlers
+
+    async def CreatePractice(
+        self, request: pb.CreatePracticeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreatePracticeResponse:
+        practice, owner = await self._handlers.create_practice(
+            request.name, request.owner_email, request.owner_display_name, request.owner_password
+        )
+        return pb.CreatePracticeResponse(practice=_practice(practice), owner=_user(owner))
+
+    async def GetPractice(
+        self, request: pb.GetPracticeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPracticeResponse:
+        return pb.GetPracticeResponse(
+            practice=_practice(await self._handlers.get_practice(request.practice_id))
+        )
+
+    async def CreateUser(
+        self, request: pb.CreateUserRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateUserResponse:
+        user = await self._handlers.create_user(
+            request.practice_id, _role(request.role), request.email, request.display_name, request.password
+        )
+        return pb.CreateUserResponse(user=_user(user))
+
+    async def GetUsers(
+        self, request: pb.GetUsersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetUsersResponse:
+        users = await self._handlers.get_users(list(request.user_ids))
+        return pb.GetUsersResponse(users=[_user(u) for u in users])
+
+    async def SearchDirectory(
+        self, request: pb.SearchDirectoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchDirectoryResponse:
+        roles = [_role(r) for r in request.roles]
+        users = await self._handlers.search_directory(request.query, roles, request.page_size)
+        return pb.SearchDirectoryResponse(users=[_user(u) for u in users])
+
+    async def SignIn(self, request: pb.SignInRequest, context: grpc.aio.ServicerContext) -> pb.SignInResponse:
+        signed_in = await self._handlers.sign_in(request.email, request.password, request.client_address)
+        return pb.SignInResponse(
+            session_token=signed_in.session_token,
+            user=_user(signed_in.user),
+            session=_session(signed_in.session),
+        )
+
+    async def AuthenticateSession(
+        self, request: pb.AuthenticateSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuthenticateSessionResponse:
+        result = await self._handlers.authenticate_session(request.session_token)
+        return pb.AuthenticateSessionResponse(
+            user=_user(result.user),
+            session=_session(result.session),
+            access_token=result.access_token,
+            access_token_expires_at=_timestamp(result.access_token_expires_at),
+        )
+
+    async def SignOut(
+        self, request: pb.SignOutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SignOutResponse:
+        await self._handlers.sign_out(request.session_token)
+        return pb.SignOutResponse()
+
+    async def CreateMagicLink(
+        self, request: pb.CreateMagicLinkRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateMagicLinkResponse:
+        link = await self._handlers.create_magic_link(request.user_id, request.conversation_id)
+        return pb.CreateMagicLinkResponse(token=link.token, expires_at=_timestamp(link.expires_at))
+
+    async def RedeemMagicLink(
+        self, request: pb.RedeemMagicLinkRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RedeemMagicLinkResponse:
+        result = await self._handlers.redeem_magic_link(request.token, request.client_address)
+        response = pb.RedeemMagicLinkResponse(
+            outcome=_OUTCOME_TO_PB[result.outcome],
+            conversation_id=result.conversation_id,
+            session_token=result.session_token,
+        )
+        if result.user is not None:
+            response.user.CopyFrom(_user(result.user))
+        if result.session is not None:
+            response.session.CopyFrom(_session(result.session))
+        return response
+
+    async def InspectMagicLink(
+        self, request: pb.InspectMagicLinkRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InspectMagicLinkResponse:
+        outcome, conversation_id = await self._handlers.inspect_magic_link(request.token)
+        return pb.InspectMagicLinkResponse(outcome=_OUTCOME_TO_PB[outcome], conversation_id=conversation_id)
