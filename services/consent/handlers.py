@@ -21,7 +21,7 @@ from services.consent import keywords
 from services.consent.keywords import Keyword
 from services.consent.ledger import Consent, Entry, Event, State, changes_for_save, fold
 from services.consent.phones import normalise
-from services.consent.storage import ConsentStorage, LedgerRow
+from services.consent.storage import ConsentStorage, LedgerRow, NumberHolder
 
 log = logging.getLogger("confidant.consent")
 
@@ -153,7 +153,7 @@ class ConsentHandlers:
             if not await self._storage.record_inbound_sms(conn, provider_message_id, phone):
                 # A retried webhook: it acted (and replied) the first time.
                 return InboundResult(InboundAction.NONE, "", phone)
-            changed: list[str] = []
+            acted_for: list[NumberHolder] = []
             holders = [] if keyword is Keyword.OTHER else await self._storage.clients_with_number(conn, phone)
             for holder in holders:
                 await self._storage.lock_client(conn, holder.client_id)
@@ -180,20 +180,19 @@ class ConsentHandlers:
                         detail={"provider_message_id": provider_message_id, "before": str(consent.state),
                                 "after": str(after.state)},
                     )
-                changed.append(holder.client_id)
-            action, reply = self._reply(keyword, bool(changed))
+                acted_for.append(holder)
+            action, reply = self._reply(keyword, bool(acted_for))
             if reply:
                 # One confirmation per change, recorded for every client it concerned.
-                for client_id in changed:
-                    practice_id = next(h.practice_id for h in holders if h.client_id == client_id)
+                for holder in acted_for:
                     await self._storage.append_ledger(
-                        conn, client_id=client_id, practice_id=practice_id,
+                        conn, client_id=holder.client_id, practice_id=holder.practice_id,
                         entries=[Entry(Event.CONFIRMATION_SENT, phone)], actor=SYSTEM_ACTOR,
                         source=SOURCE_SMS, provider_message_id=provider_message_id,
                     )
             await self._storage.set_inbound_action(conn, provider_message_id, action)
         log.info("inbound sms", extra={"fields": {"provider_message_id": provider_message_id, "action": action,
-                                                   "clients": len(changed)}})
+                                                   "clients": len(acted_for)}})
         return InboundResult(action, reply, phone)
 
     @staticmethod

@@ -1,0 +1,56 @@
+"""Builds the notify service: database, channels to auth and consent, transport, worker, gRPC server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
+from confidant.consent.v1 import consent_service_pb2_grpc as consent_grpc
+from confidant.notify.v1 import notify_service_pb2_grpc as pb_grpc
+
+from services.common.clients import open_channel
+from services.common.db import prepare_database
+from services.common.server import GrpcService
+from services.common.tokens import ServiceTokenSource, TokenSigner, TokenVerifier
+from services.notify.config import NotifyConfig
+from services.notify.handlers import NotifyHandlers
+from services.notify.servicer import NotifyServicer
+from services.notify.storage import NotifyStorage
+from services.notify.transports import build_transport
+from services.notify.worker import Deliverer, Worker
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+async def create_service(config: NotifyConfig) -> GrpcService:
+    common = config.common
+    verifier = TokenVerifier.from_keys_dir(common.keys_dir)
+    tokens = ServiceTokenSource(TokenSigner.from_keys_dir(common.keys_dir, "notify"))
+    pool = await prepare_database(common.database_url, MIGRATIONS)
+    storage = NotifyStorage(pool)
+    auth_channel = open_channel(config.auth_target, token=tokens.token)
+    consent_channel = open_channel(config.consent_target, token=tokens.token)
+    deliverer = Deliverer(
+        config,
+        auth_grpc.AuthServiceStub(auth_channel),
+        consent_grpc.ConsentServiceStub(consent_channel),
+        build_transport(config, storage),
+    )
+    worker = Worker(config, storage, deliverer)
+
+    async def deliver_notifications() -> None:
+        await worker.run()
+
+    async def close() -> None:
+        await auth_channel.close()
+        await consent_channel.close()
+        await pool.close()
+
+    return GrpcService(
+        name="notify",
+        verifier=verifier,
+        servicers=[(pb_grpc.add_NotifyServiceServicer_to_server, NotifyServicer(NotifyHandlers(config, storage)),
+                    "confidant.notify.v1.NotifyService")],
+        background=[deliver_notifications],
+        cleanup=[close],
+    )

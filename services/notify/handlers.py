@@ -1,0 +1,114 @@
+"""Notify's domain logic and authorization: enqueueing jobs and the development mailbox."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import phonenumbers
+
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.identity import require_service
+from services.notify.config import NotifyConfig
+from services.notify.storage import MailboxRow, NotifyStorage
+
+log = logging.getLogger("confidant.notify")
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+# Ten SMS segments; consent replies are far shorter.
+MAX_SMS_BODY = 1600
+MAILBOX_DEV_ONLY = "The development mailbox exists only in development mode."
+
+
+@dataclass(frozen=True)
+class Recipient:
+    user_id: str
+    is_client: bool
+
+
+# A new message to a client gives one email and one text (when consent allows).
+_CLIENT_JOBS = (("message_email", "email"), ("message_sms", "sms"))
+
+
+class NotifyHandlers:
+    def __init__(self, config: NotifyConfig, storage: NotifyStorage) -> None:
+        self._config = config
+        self._storage = storage
+
+    async def enqueue_message_notifications(
+        self, *, event_id: str, practice_id: str, conversation_id: str, recipients: Sequence[Recipient]
+    ) -> int:
+        """Create the jobs for one new-message event; a repeated event id creates nothing.
+
+        Returns how many jobs were created now (coalesced ones included: they record the
+        burst but are never sent).
+        """
+        require_service("messaging")
+        for name, value in (("event_id", event_id), ("practice_id", practice_id),
+                            ("conversation_id", conversation_id)):
+            if not value.strip():
+                raise InvalidArgument(f"{name} is required.")
+        if any(not r.user_id.strip() for r in recipients):
+            raise InvalidArgument("Every recipient needs a user_id.")
+        created = coalesced = 0
+        async with self._storage.transaction() as conn:
+            # Staff notifications (after an unread delay) come with a later issue.
+            for recipient in sorted({r.user_id for r in recipients if r.is_client}):
+                for kind, channel in _CLIENT_JOBS:
+                    status = await self._storage.add_message_job(
+                        conn,
+                        dedupe_key=f"{event_id}:{recipient}:{channel}",
+                        event_id=event_id,
+                        kind=kind,
+                        channel=channel,
+                        practice_id=practice_id,
+                        conversation_id=conversation_id,
+                        recipient_id=recipient,
+                        burst_seconds=self._config.burst_seconds,
+                    )
+                    if status is not None:
+                        created += 1
+                        coalesced += status == "coalesced"
+            if created > coalesced:
+                await self._storage.wake_workers(conn)
+        log.info("message notifications enqueued", extra={"fields": {
+            "event_id": event_id, "conversation_id": conversation_id, "created": created, "coalesced": coalesced}})
+        return created
+
+    async def send_sms_reply(self, to_number: str, body: str, in_reply_to: str) -> bool:
+        """Queue a consent confirmation or help text; a repeated ``in_reply_to`` queues nothing more."""
+        require_service("web")
+        to = _e164(to_number)
+        if not body.strip():
+            raise InvalidArgument("The reply text is empty.")
+        if len(body) > MAX_SMS_BODY:
+            raise InvalidArgument(f"The reply text is longer than {MAX_SMS_BODY} characters.")
+        dedupe_key = f"reply:{in_reply_to}" if in_reply_to.strip() else f"reply:uuid:{uuid.uuid4()}"
+        async with self._storage.transaction() as conn:
+            created = await self._storage.add_sms_reply_job(conn, dedupe_key, to, body)
+            if created:
+                await self._storage.wake_workers(conn)
+        # Queued either now or by the first call with the same in_reply_to.
+        return True
+
+    async def list_mailbox(self, page_size: int, to_address: str) -> list[MailboxRow]:
+        require_service("web")
+        if not self._config.common.development:
+            raise FailedPrecondition(MAILBOX_DEV_ONLY)
+        if page_size < 0:
+            raise InvalidArgument("page_size cannot be negative.")
+        limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        return await self._storage.list_mailbox(limit, to_address.strip() or None)
+
+
+def _e164(raw: str) -> str:
+    try:
+        number = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidArgument("to_number must be a phone number in E.164 form (+12125550101).") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidArgument("to_number must be a phone number in E.164 form (+12125550101).")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

@@ -1,0 +1,44 @@
+"""The texts of notifications. None carries PHI: no message text, no clinician name."""
+
+from __future__ import annotations
+
+import html
+
+from services.notify.transports import Email, Sms
+
+MESSAGE_EMAIL_SUBJECT = "You have a new secure message"
+
+
+def magic_link_url(public_url: str, token: str) -> str:
+    return f"{public_url}/m/{token}"
+
+
+def message_email(to: str, practice_name: str, link: str, window_minutes: int) -> Email:
+    intro = f"{practice_name} sent you a secure message."
+    window = (
+        f"This link lets you read and reply without signing in for {window_minutes} minutes. "
+        "After that, sign in to your Client Portal."
+    )
+    text = f"{intro}\n\nView message: {link}\n\n{window}\n"
+    safe_link = html.escape(link, quote=True)
+    body_html = (
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(MESSAGE_EMAIL_SUBJECT)}</title></head>\n"
+        '<body style="font-family: system-ui, sans-serif; line-height: 1.5; color: #1f2933; margin: 0; padding: 24px;">\n'
+        f"<p>{html.escape(intro)}</p>\n"
+        f'<p><a href="{safe_link}" style="display: inline-block; padding: 12px 20px; background: #0b6e4f;'
+        f' color: #ffffff; text-decoration: none; border-radius: 6px;">View message</a></p>\n'
+        f'<p>View message: <a href="{safe_link}">{safe_link}</a></p>\n'
+        f"<p>{html.escape(window)}</p>\n"
+        "</body></html>\n"
+    )
+    return Email(to=to, subject=MESSAGE_EMAIL_SUBJECT, text_body=text, html_body=body_html)
+
+
+def message_sms(to: str, practice_name: str) -> Sms:
+    return Sms(
+        to=to,
+        body=f"{practice_name}: you have a new secure message. Check your email to read it. Reply STOP to opt out.",
+    )

@@ -1,0 +1,55 @@
+"""NotifyService over gRPC: request -> handlers -> response."""
+
+from __future__ import annotations
+
+import grpc
+from confidant.notify.v1 import notify_service_pb2 as pb
+from confidant.notify.v1 import notify_service_pb2_grpc as pb_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.notify.handlers import NotifyHandlers, Recipient
+from services.notify.storage import MailboxRow
+
+_CHANNELS = {"email": pb.CHANNEL_EMAIL, "sms": pb.CHANNEL_SMS}
+
+
+def _item(row: MailboxRow) -> pb.MailboxItem:
+    created = Timestamp()
+    created.FromDatetime(row.created_at)
+    return pb.MailboxItem(
+        item_id=row.item_id,
+        channel=_CHANNELS.get(row.channel, pb.CHANNEL_UNSPECIFIED),
+        to_address=row.to_address,
+        subject=row.subject,
+        text_body=row.text_body,
+        html_body=row.html_body,
+        created_at=created,
+    )
+
+
+class NotifyServicer(pb_grpc.NotifyServiceServicer):
+    def __init__(self, handlers: NotifyHandlers) -> None:
+        self._handlers = handlers
+
+    async def EnqueueMessageNotifications(
+        self, request: pb.EnqueueMessageNotificationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EnqueueMessageNotificationsResponse:
+        created = await self._handlers.enqueue_message_notifications(
+            event_id=request.event_id,
+            practice_id=request.practice_id,
+            conversation_id=request.conversation_id,
+            recipients=[Recipient(r.user_id, r.is_client) for r in request.recipients],
+        )
+        return pb.EnqueueMessageNotificationsResponse(jobs_created=created)
+
+    async def SendSmsReply(
+        self, request: pb.SendSmsReplyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SendSmsReplyResponse:
+        queued = await self._handlers.send_sms_reply(request.to_number, request.body, request.in_reply_to)
+        return pb.SendSmsReplyResponse(queued=queued)
+
+    async def ListMailbox(
+        self, request: pb.ListMailboxRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListMailboxResponse:
+        rows = await self._handlers.list_mailbox(request.page_size, request.to_address)
+        return pb.ListMailboxResponse(items=[_item(row) for row in rows])

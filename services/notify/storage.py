@@ -1,0 +1,175 @@
+"""All of notify's SQL, each query a named method."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg_pool import AsyncConnectionPool
+
+from services.common import audit
+
+WAKE_CHANNEL = "notify_jobs"
+# The first key of the two-key advisory locks that serialise the burst rule per recipient.
+_BURST_LOCK_SPACE = 54_001
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: int
+    kind: str
+    channel: str
+    event_id: str
+    practice_id: str
+    conversation_id: str
+    recipient_id: str
+    to_address: str | None
+    body: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class MailboxRow:
+    item_id: int
+    channel: str
+    to_address: str
+    subject: str
+    text_body: str
+    html_body: str
+    created_at: datetime
+
+
+_JOB_COLUMNS = (
+    "job_id, kind, channel, event_id, practice_id, conversation_id, recipient_id, to_address, body, attempts"
+)
+
+
+class NotifyStorage:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        async with self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    # -- enqueue --------------------------------------------------------------------
+
+    async def add_message_job(
+        self,
+        conn: psycopg.AsyncConnection,
+        *,
+        dedupe_key: str,
+        event_id: str,
+        kind: str,
+        channel: str,
+        practice_id: str,
+        conversation_id: str,
+        recipient_id: str,
+        burst_seconds: int,
+    ) -> str | None:
+        """Insert a job unless its dedupe key exists; return its status, or None for a duplicate.
+
+        The job is 'coalesced' (never sent) when a job of the same kind for the same
+        recipient and conversation is pending or was sent within the burst window.
+        """
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+            (_BURST_LOCK_SPACE, f"{recipient_id}:{conversation_id}:{kind}"),
+        )
+        cur = await conn.execute(
+            "INSERT INTO notification_jobs (dedupe_key, event_id, kind, channel, practice_id, conversation_id,"
+            " recipient_id, status)"
+            " SELECT %(key)s, %(event)s, %(kind)s, %(channel)s, %(practice)s, %(conversation)s, %(recipient)s,"
+            "  CASE WHEN EXISTS (SELECT 1 FROM notification_jobs"
+            "    WHERE recipient_id = %(recipient)s AND conversation_id = %(conversation)s AND kind = %(kind)s"
+            "      AND status IN ('pending', 'sent')"
+            "      AND created_at > now() - make_interval(secs => %(burst)s))"
+            "  THEN 'coalesced' ELSE 'pending' END"
+            " ON CONFLICT (dedupe_key) DO NOTHING RETURNING status",
+            {
+                "key": dedupe_key, "event": event_id, "kind": kind, "channel": channel, "practice": practice_id,
+                "conversation": conversation_id, "recipient": recipient_id, "burst": burst_seconds,
+            },
+        )
+        row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def add_sms_reply_job(self, conn: psycopg.AsyncConnection, dedupe_key: str, to: str, body: str) -> bool:
+        """Queue a consent reply; False when one with this dedupe key was queued before."""
+        cur = await conn.execute(
+            "INSERT INTO notification_jobs (dedupe_key, kind, channel, to_address, body, status)"
+            " VALUES (%s, 'sms_reply', 'sms', %s, %s, 'pending')"
+            " ON CONFLICT (dedupe_key) DO NOTHING RETURNING job_id",
+            (dedupe_key, to, body),
+        )
+        return await cur.fetchone() is not None
+
+    async def wake_workers(self, conn: psycopg.AsyncConnection) -> None:
+        """Delivered when the transaction commits."""
+        await conn.execute("SELECT pg_notify(%s, '')", (WAKE_CHANNEL,))
+
+    # -- the worker -----------------------------------------------------------------
+
+    async def claim_due_jobs(self, limit: int, lease_seconds: float) -> list[Job]:
+        """Take up to ``limit`` due jobs; other workers skip them until the lease runs out."""
+        async with self._pool.connection() as conn, conn.cursor(row_factory=class_row(Job)) as cur:
+            await cur.execute(
+                "UPDATE notification_jobs SET next_attempt_at = now() + make_interval(secs => %s)"
+                " WHERE job_id IN (SELECT job_id FROM notification_jobs"
+                "   WHERE status = 'pending' AND next_attempt_at <= now()"
+                "   ORDER BY next_attempt_at, job_id LIMIT %s FOR UPDATE SKIP LOCKED)"
+                f" RETURNING {_JOB_COLUMNS}",
+                (lease_seconds, limit),
+            )
+            return await cur.fetchall()
+
+    async def finish_job(
+        self, job: Job, status: str, *, last_error: str = "", actor: str = "service:notify"
+    ) -> None:
+        """Record a job's final outcome (sent, skipped or failed) with its audit row."""
+        async with self.transaction() as conn:
+            await conn.execute(
+                "UPDATE notification_jobs SET status = %s, last_error = %s, attempts = attempts + 1,"
+                " sent_at = CASE WHEN %s = 'sent' THEN now() ELSE sent_at END"
+                " WHERE job_id = %s AND status = 'pending'",
+                (status, last_error, status, job.job_id),
+            )
+            await audit.record(
+                conn, actor=actor, action=f"notification.{job.kind}", outcome=status,
+                target=job.recipient_id or f"job:{job.job_id}", practice_id=job.practice_id,
+                detail={"job_id": job.job_id, "conversation_id": job.conversation_id, "event_id": job.event_id,
+                        **({"error": last_error} if last_error else {})},
+            )
+
+    async def retry_job_later(self, job: Job, delay_seconds: float, last_error: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE notification_jobs SET attempts = attempts + 1, last_error = %s,"
+                " next_attempt_at = now() + make_interval(secs => %s)"
+                " WHERE job_id = %s AND status = 'pending'",
+                (last_error, delay_seconds, job.job_id),
+            )
+
+    # -- the development mailbox ----------------------------------------------------
+
+    async def add_to_mailbox(self, channel: str, to: str, subject: str, text_body: str, html_body: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO mailbox (channel, to_address, subject, text_body, html_body)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (channel, to, subject, text_body, html_body),
+            )
+
+    async def list_mailbox(self, limit: int, to_address: str | None) -> list[MailboxRow]:
+        async with self._pool.connection() as conn, conn.cursor(row_factory=class_row(MailboxRow)) as cur:
+            await cur.execute(
+                "SELECT item_id, channel, to_address, subject, text_body, html_body, created_at FROM mailbox"
+                " WHERE (%(to)s::text IS NULL OR to_address = %(to)s) ORDER BY item_id DESC LIMIT %(limit)s",
+                {"to": to_address, "limit": limit},
+            )
+            return await cur.fetchall()

@@ -1,0 +1,317 @@
+"""ConsentService over real gRPC, with a real auth service and real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import psycopg
+import pytest
+from confidant.auth.v1 import auth_service_pb2 as auth_pb
+from confidant.consent.v1 import consent_service_pb2 as pb
+
+from services.common.audit import verify_chain
+from services.consent.keywords import HELP_REPLY, OPTED_IN_REPLY, OPTED_OUT_REPLY
+from tests.consent.harness import new_phone, rpc_error
+
+
+@pytest.fixture
+async def office(stack):
+    """A practice, its owner and one client."""
+    practice = await stack.people.practice()
+    client = await stack.people.user(practice)
+    return practice.owner, client
+
+
+def events(entries) -> list[str]:
+    return [e.event for e in entries]
+
+
+# -- the Client Info tab ---------------------------------------------------------------
+
+
+async def test_a_new_client_has_no_number(stack, office):
+    owner, client = office
+    phone = await stack.get_phone(owner, client)
+    assert phone.client_id == client.user_id
+    assert phone.phone_number == ""
+    assert phone.state == pb.CONSENT_STATE_NO_NUMBER
+    assert await stack.ledger(owner, client) == []
+
+
+async def test_saving_a_number_with_text_ok_opts_in_and_is_ledgered(stack, office):
+    owner, client = office
+    typed, e164 = new_phone()
+    saved = await stack.set_phone(owner, client, typed, True)
+    assert (saved.phone_number, saved.text_ok, saved.state) == (e164, True, pb.CONSENT_STATE_OPTED_IN)
+    assert await stack.get_phone(owner, client) == saved
+    entries = await stack.ledger(owner, client)
+    assert events(entries) == ["number_added", "text_ok_checked"]
+    assert {(e.actor, e.source, e.phone_number) for e in entries} == {(owner.user_id, "client_info", e164)}
+    assert all(e.created_at.seconds > 0 for e in entries)
+
+    allowed = await stack.sms_allowed(client)
+    assert (allowed.allowed, allowed.phone_number, allowed.state) == (True, e164, pb.CONSENT_STATE_OPTED_IN)
+
+    # Saving the same thing again (in another format) writes nothing.
+    await stack.set_phone(owner, client, e164, True)
+    assert len(await stack.ledger(owner, client)) == 2
+
+
+async def test_a_team_member_of_the_practice_can_save_too(stack):
+    practice = await stack.people.practice()
+    client = await stack.people.user(practice)
+    sam = await stack.people.user(practice, auth_pb.ROLE_TEAM_MEMBER, "Sam Okafor")
+    typed, _ = new_phone()
+    saved = await stack.set_phone(sam, client, typed, False)
+    assert saved.state == pb.CONSENT_STATE_NOT_GIVEN
+    assert (await stack.ledger(sam, client))[0].actor == sam.user_id
+
+
+async def test_changing_the_number_needs_text_ok_again_and_deleting_clears_it(stack, office):
+    owner, client = office
+    first, _ = new_phone()
+    second, second_e164 = new_phone()
+    await stack.set_phone(owner, client, first, True)
+    changed = await stack.set_phone(owner, client, second, False)
+    assert (changed.phone_number, changed.text_ok, changed.state) == (second_e164, False, pb.CONSENT_STATE_NOT_GIVEN)
+    assert not (await stack.sms_allowed(client)).allowed
+    assert (await stack.sms_allowed(client)).phone_number == ""  # not disclosed without consent
+
+    ticked = await stack.set_phone(owner, client, second, True)
+    assert ticked.state == pb.CONSENT_STATE_OPTED_IN
+    unticked = await stack.set_phone(owner, client, second, False)
+    assert unticked.state == pb.CONSENT_STATE_NOT_GIVEN
+
+    deleted = await stack.set_phone(owner, client, "", True)  # the box cannot stay ticked without a number
+    assert (deleted.phone_number, deleted.text_ok, deleted.state) == ("", False, pb.CONSENT_STATE_NO_NUMBER)
+    assert events(await stack.ledger(owner, client)) == [
+        "number_added", "text_ok_checked", "number_changed", "text_ok_checked", "text_ok_unchecked",
+        "number_deleted",
+    ]
+    rows = await stack.sql("SELECT phone_e164, text_ok FROM phone_numbers WHERE client_id = %s", (client.user_id,))
+    assert rows == [(None, False)]
+
+
+async def test_the_saved_consent_change_is_audited_without_the_number(stack, office):
+    owner, client = office
+    typed, e164 = new_phone()
+    await stack.set_phone(owner, client, typed, True)
+    await stack.get_phone(owner, client)
+    rows = await stack.sql(
+        "SELECT action, actor, outcome, practice_id, detail::text FROM audit_events WHERE target = %s"
+        " ORDER BY event_id",
+        (client.user_id,),
+    )
+    assert [r[0] for r in rows] == ["consent.client_info_saved", "consent.phone_read"]
+    assert rows[0][1:4] == (owner.user_id, "ok", owner.practice_id)
+    assert e164 not in rows[0][4] and "555" not in rows[0][4]
+    async with await psycopg.AsyncConnection.connect(stack.consent_url, autocommit=True) as conn:
+        assert await verify_chain(conn)
+
+
+# -- errors a person can hit --------------------------------------------------------------
+
+
+async def test_an_invalid_number_is_refused_plainly(stack, office):
+    owner, client = office
+    for bad in ("12", "call me", "(212) 555-01", "+1 000 000 0000"):
+        err = await rpc_error(stack.set_phone(owner, client, bad, True))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.details() == "That is not a valid phone number."
+    assert await stack.ledger(owner, client) == []
+
+
+async def test_clients_outside_the_practice_are_not_found(stack, office):
+    owner, client = office
+    other = await stack.people.practice("Hillside Therapy")
+    their_client = await stack.people.user(other)
+    colleague = await stack.people.user(await stack.people.practice(), auth_pb.ROLE_CLINICIAN, "Riley Park")
+    typed, _ = new_phone()
+    for client_id in (str(uuid.uuid4()), their_client.user_id, owner.user_id, colleague.user_id, "not-an-id"):
+        for call in (
+            stack.consent.SetClientPhone(
+                pb.SetClientPhoneRequest(client_id=client_id, phone_number=typed, text_ok=True),
+                metadata=stack.people.as_user(owner), timeout=5,
+            ),
+            stack.consent.GetClientPhone(
+                pb.GetClientPhoneRequest(client_id=client_id), metadata=stack.people.as_user(owner), timeout=5
+            ),
+            stack.consent.ListLedger(
+                pb.ListLedgerRequest(client_id=client_id), metadata=stack.people.as_user(owner), timeout=5
+            ),
+        ):
+            err = await rpc_error(call)
+            assert err.code() == grpc.StatusCode.NOT_FOUND, client_id
+            assert err.details() == "There is no such client in your practice."
+    err = await rpc_error(stack.consent.GetClientPhone(
+        pb.GetClientPhoneRequest(client_id=""), metadata=stack.people.as_user(owner), timeout=5))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_clients_and_services_cannot_use_the_client_info_tab(stack, office):
+    owner, client = office
+    typed, _ = new_phone()
+    request = pb.SetClientPhoneRequest(client_id=client.user_id, phone_number=typed, text_ok=True)
+    for metadata in (stack.people.as_user(client), stack.people.service("web"), stack.people.service("notify")):
+        err = await rpc_error(stack.consent.SetClientPhone(request, metadata=metadata, timeout=5))
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+        err = await rpc_error(stack.consent.ListLedger(
+            pb.ListLedgerRequest(client_id=client.user_id), metadata=metadata, timeout=5))
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    err = await rpc_error(stack.consent.SetClientPhone(request, timeout=5))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert await stack.ledger(owner, client) == []
+
+
+async def test_only_notify_may_ask_whether_a_text_is_allowed(stack, office):
+    owner, client = office
+    request = pb.CheckSmsAllowedRequest(client_id=client.user_id)
+    for metadata in (stack.people.service("web"), stack.people.service("messaging"), stack.people.as_user(owner)):
+        err = await rpc_error(stack.consent.CheckSmsAllowed(request, metadata=metadata, timeout=5))
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    err = await rpc_error(stack.consent.CheckSmsAllowed(request, timeout=5))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    # A client consent has never heard of may not be texted.
+    answer = await stack.sms_allowed(client)
+    assert (answer.allowed, answer.phone_number, answer.state) == (False, "", pb.CONSENT_STATE_NO_NUMBER)
+
+
+# -- replies from the client's phone ------------------------------------------------------
+
+
+async def test_stop_then_start_each_confirmed_once_and_ledgered(stack, office):
+    owner, client = office
+    typed, e164 = new_phone()
+    await stack.set_phone(owner, client, typed, True)
+
+    stop = await stack.inbound(typed, "  Stop ", "SM-stop-1")
+    assert (stop.action, stop.reply_text, stop.reply_to) == (pb.INBOUND_ACTION_OPTED_OUT, OPTED_OUT_REPLY, e164)
+    assert (await stack.get_phone(owner, client)).state == pb.CONSENT_STATE_OPTED_OUT
+    assert not (await stack.sms_allowed(client)).allowed
+
+    # The provider retries the same webhook: nothing changes twice, nothing is sent twice.
+    again = await stack.inbound(typed, "STOP", "SM-stop-1")
+    assert (again.action, again.reply_text) == (pb.INBOUND_ACTION_NONE, "")
+    # Another STOP while already out changes nothing and sends nothing.
+    another = await stack.inbound(e164, "unsubscribe")
+    assert (another.action, another.reply_text) == (pb.INBOUND_ACTION_NONE, "")
+
+    # The clinician cannot override the STOP with the checkbox.
+    await stack.set_phone(owner, client, typed, False)
+    assert (await stack.set_phone(owner, client, typed, True)).state == pb.CONSENT_STATE_OPTED_OUT
+    assert not (await stack.sms_allowed(client)).allowed
+
+    start = await stack.inbound(e164, "start", "SM-start-1")
+    assert (start.action, start.reply_text, start.reply_to) == (pb.INBOUND_ACTION_OPTED_IN, OPTED_IN_REPLY, e164)
+    phone = await stack.get_phone(owner, client)
+    assert (phone.text_ok, phone.state) == (True, pb.CONSENT_STATE_OPTED_IN)
+    assert (await stack.sms_allowed(client)).allowed
+    # START while opted in changes nothing.
+    assert (await stack.inbound(e164, "YES")).action == pb.INBOUND_ACTION_NONE
+
+    entries = await stack.ledger(owner, client)
+    assert events(entries) == [
+        "number_added", "text_ok_checked", "keyword_stop", "confirmation_sent", "text_ok_unchecked",
+        "text_ok_checked", "keyword_start", "confirmation_sent",
+    ]
+    stop_entry, confirmation = entries[2], entries[3]
+    assert (stop_entry.source, stop_entry.actor, stop_entry.provider_message_id) == ("sms", client.user_id, "SM-stop-1")
+    assert (confirmation.source, confirmation.provider_message_id) == ("sms", "SM-stop-1")
+    rows = await stack.sql("SELECT action FROM inbound_sms WHERE provider_message_id = 'SM-stop-1'")
+    assert rows == [("opted_out",)]
+    columns = await stack.sql("SELECT column_name FROM information_schema.columns WHERE table_name = 'inbound_sms'")
+    assert "body" not in {c for (c,) in columns}
+    audited = await stack.sql(
+        "SELECT action FROM audit_events WHERE target = %s AND action LIKE 'consent.%%_by_sms' ORDER BY event_id",
+        (client.user_id,),
+    )
+    assert audited == [("consent.stop_by_sms",), ("consent.start_by_sms",)]
+
+
+async def test_delete_and_re_add_with_text_ok_re_enables_after_stop(stack, office):
+    owner, client = office
+    typed, e164 = new_phone()
+    await stack.set_phone(owner, client, typed, True)
+    await stack.inbound(e164, "STOP")
+    assert (await stack.set_phone(owner, client, "", False)).state == pb.CONSENT_STATE_NO_NUMBER
+    assert (await stack.set_phone(owner, client, typed, False)).state == pb.CONSENT_STATE_NOT_GIVEN
+    assert (await stack.set_phone(owner, client, typed, True)).state == pb.CONSENT_STATE_OPTED_IN
+    assert (await stack.sms_allowed(client)).allowed
+    assert events(await stack.ledger(owner, client))[-3:] == ["number_deleted", "number_added", "text_ok_checked"]
+
+
+async def test_help_answers_without_changing_consent(stack, office):
+    owner, client = office
+    typed, e164 = new_phone()
+    await stack.set_phone(owner, client, typed, True)
+    help_reply = await stack.inbound(e164, "info", "SM-help-1")
+    assert (help_reply.action, help_reply.reply_text, help_reply.reply_to) == (
+        pb.INBOUND_ACTION_HELP, HELP_REPLY, e164)
+    assert (await stack.get_phone(owner, client)).state == pb.CONSENT_STATE_OPTED_IN
+    assert events(await stack.ledger(owner, client))[-2:] == ["help_requested", "confirmation_sent"]
+
+
+async def test_other_texts_and_unknown_numbers_do_nothing(stack, office):
+    owner, client = office
+    typed, e164 = new_phone()
+    await stack.set_phone(owner, client, typed, True)
+    chatter = await stack.inbound(e164, "Thanks, see you Tuesday")
+    assert (chatter.action, chatter.reply_text, chatter.reply_to) == (pb.INBOUND_ACTION_NONE, "", e164)
+    _, stranger = new_phone()
+    unknown = await stack.inbound(stranger, "STOP", "SM-unknown-1")
+    assert (unknown.action, unknown.reply_text) == (pb.INBOUND_ACTION_NONE, "")
+    assert await stack.sql("SELECT from_e164 FROM inbound_sms WHERE provider_message_id = 'SM-unknown-1'") == [
+        (stranger,)]
+    assert len(await stack.ledger(owner, client)) == 2
+
+
+async def test_stop_covers_every_client_with_that_number_with_one_reply(stack):
+    practice = await stack.people.practice()
+    parent = await stack.people.user(practice, name="Morgan Lee")
+    child = await stack.people.user(practice, name="Casey Lee")
+    typed, e164 = new_phone()
+    owner = practice.owner
+    await stack.set_phone(owner, parent, typed, True)
+    await stack.set_phone(owner, child, typed, False)  # no consent yet: a STOP still counts for later
+    stop = await stack.inbound(e164, "QUIT")
+    assert (stop.action, stop.reply_text) == (pb.INBOUND_ACTION_OPTED_OUT, OPTED_OUT_REPLY)
+    for client in (parent, child):
+        assert (await stack.get_phone(owner, client)).state == pb.CONSENT_STATE_OPTED_OUT
+        assert events(await stack.ledger(owner, client))[-2:] == ["keyword_stop", "confirmation_sent"]
+    assert (await stack.set_phone(owner, child, typed, True)).state == pb.CONSENT_STATE_OPTED_OUT
+
+
+async def test_only_the_web_edge_delivers_inbound_texts(stack):
+    _, e164 = new_phone()
+    request = pb.ReceiveInboundSmsRequest(from_number=e164, body="STOP", provider_message_id="SM-x")
+    for name in ("notify", "messaging"):
+        err = await rpc_error(stack.consent.ReceiveInboundSms(
+            request, metadata=stack.people.service(name), timeout=5))
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    err = await rpc_error(stack.consent.ReceiveInboundSms(request, timeout=5))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    bad_number = await rpc_error(stack.inbound("not a number", "STOP"))
+    assert bad_number.code() == grpc.StatusCode.INVALID_ARGUMENT
+    no_id = await rpc_error(stack.consent.ReceiveInboundSms(
+        pb.ReceiveInboundSmsRequest(from_number=e164, body="STOP"), metadata=stack.people.service("web"), timeout=5))
+    assert no_id.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert await stack.sql("SELECT 1 FROM inbound_sms WHERE provider_message_id = 'SM-x'") == []
+
+
+# -- the ledger is append-only ------------------------------------------------------------
+
+
+async def test_the_ledger_cannot_be_rewritten(stack, office):
+    owner, client = office
+    typed, _ = new_phone()
+    await stack.set_phone(owner, client, typed, True)
+    for statement in (
+        "UPDATE consent_ledger SET event = 'text_ok_unchecked' WHERE client_id = %s",
+        "DELETE FROM consent_ledger WHERE client_id = %s",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            await stack.sql(statement, (client.user_id,))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        await stack.sql("TRUNCATE consent_ledger")
+    assert events(await stack.ledger(owner, client)) == ["number_added", "text_ok_checked"]
