@@ -35,7 +35,11 @@ def percentile(values: list[float], p: float) -> float:
 
 
 async def signed_in(base: str, email: str, password: str) -> aiohttp.ClientSession:
-    http = aiohttp.ClientSession(headers={"Origin": base}, connector=aiohttp.TCPConnector(limit=100))
+    http = aiohttp.ClientSession(
+        headers={"Origin": base},
+        connector=aiohttp.TCPConnector(limit=100),
+        cookie_jar=aiohttp.CookieJar(unsafe=True),  # the default jar ignores cookies from 127.0.0.1
+    )
     async with http.post(f"{base}/sign-in", data={"email": email, "password": password}, allow_redirects=False) as r:
         if r.status != 303:
             raise RuntimeError(f"sign-in failed: {r.status}")

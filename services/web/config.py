@@ -93,7 +93,7 @@ class WebConfig:
             rpc_deadline_seconds=positive_float("WEB_RPC_DEADLINE_SECONDS", 5.0),
             stream_deadline_seconds=positive_float("WEB_STREAM_DEADLINE_SECONDS", 600.0),
             keepalive_seconds=positive_float("WEB_KEEPALIVE_SECONDS", 15.0),
-            staff_message_max_length=positive_int("STAFF_MESSAGE_MAX_LENGTH", 5000),
-            client_message_max_length=positive_int("CLIENT_MESSAGE_MAX_LENGTH", 1000),
+            staff_message_max_length=positive_int("MESSAGING_STAFF_MAX_CHARS", 5000),
+            client_message_max_length=positive_int("MESSAGING_CLIENT_MAX_CHARS", 1000),
             shutdown_grace_seconds=positive_float("SHUTDOWN_GRACE_SECONDS", 10.0),
         )

@@ -112,7 +112,8 @@ async def test_dana_messages_alex_who_replies_from_the_email_link(browser, stack
 
 
 async def _staff_session(stack) -> aiohttp.ClientSession:
-    http = aiohttp.ClientSession(headers={"Origin": stack.web_url})
+    # unsafe=True: the default jar ignores cookies from IP addresses such as 127.0.0.1.
+    http = aiohttp.ClientSession(headers={"Origin": stack.web_url}, cookie_jar=aiohttp.CookieJar(unsafe=True))
     async with http.post(
         f"{stack.web_url}/sign-in", data={"email": DANA[0], "password": DANA[2]}, allow_redirects=False
     ) as resp:

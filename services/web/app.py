@@ -1,0 +1,49 @@
+"""The web edge's application factory."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from services.web.config import WebConfig
+from services.web.middlewares import (
+    access_log_middleware,
+    csrf_middleware,
+    error_middleware,
+    security_headers,
+)
+from services.web.resources import CONFIG, LIVE, LiveStreams, grpc_backends
+from services.web.routes import setup_routes
+from services.web.session import session_middleware, stale_cookie_middleware
+
+log = logging.getLogger("confidant.web")
+
+# Forms and JSON bodies are small: a 5,000-character message is well under this.
+MAX_REQUEST_BYTES = 256 * 1024
+
+
+async def _end_live_streams(app: web.Application) -> None:
+    """on_shutdown: event streams would otherwise hold the graceful shutdown open."""
+    log.info("ending live-update streams", extra={"fields": {"open_streams": app[LIVE].count}})
+    app[LIVE].stopping.set()
+
+
+def create_app(config: WebConfig) -> web.Application:
+    app = web.Application(
+        middlewares=[
+            access_log_middleware,
+            stale_cookie_middleware,
+            error_middleware,
+            csrf_middleware,
+            session_middleware,
+        ],
+        client_max_size=MAX_REQUEST_BYTES,
+    )
+    app[CONFIG] = config
+    app[LIVE] = LiveStreams()
+    app.cleanup_ctx.append(grpc_backends)
+    app.on_response_prepare.append(security_headers)
+    app.on_shutdown.append(_end_live_streams)
+    setup_routes(app, config)
+    return app

@@ -1,0 +1,172 @@
+"""Cross-cutting request handling: access log, errors, CSRF, security headers.
+
+One error middleware turns gRPC status codes (and the edge's own ``HttpError``)
+into HTTP: JSON ``{"error": "..."}`` under /api, an HTML page elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from urllib.parse import urlsplit
+
+import grpc
+from aiohttp import web
+
+from services.web import templates
+from services.web.errors import FALLBACK_MESSAGES, HttpError, from_rpc_error
+from services.web.resources import CONFIG
+from services.web.session import PERSON, sign_in_url
+
+log = logging.getLogger("confidant.web")
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def is_api(request: web.Request) -> bool:
+    return request.path == "/api" or request.path.startswith("/api/")
+
+
+def route_name(request: web.Request) -> str:
+    """The matched route's pattern (``/m/{token}``), never the raw path: paths can carry tokens."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(unmatched)"
+
+
+def error_response(request: web.Request, status: int, message: str) -> web.Response:
+    if is_api(request):
+        return web.json_response({"error": message}, status=status)
+    home = "/portal" if request.path.startswith("/portal") or request.path.startswith("/m/") else "/"
+    return web.Response(text=templates.error_page(status, message, home), status=status, content_type="text/html")
+
+
+@web.middleware
+async def access_log_middleware(request: web.Request, handler):
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        person = request.get(PERSON)
+        log.info(
+            "http",
+            extra={
+                "fields": {
+                    "method": request.method,
+                    "route": route_name(request),
+                    "status": status,
+                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                    "user": getattr(person, "user_id", None),
+                }
+            },
+        )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except grpc.aio.AioRpcError as exc:
+        error = from_rpc_error(exc)
+        level = logging.WARNING if error.status >= 500 else logging.INFO
+        log.log(level, "backend call failed", extra={"fields": {"route": route_name(request), "code": exc.code().name}})
+        if error.status == 401 and not is_api(request):
+            # The session ended between checks: sign in again and come back.
+            raise web.HTTPSeeOther(sign_in_url(request, portal=request.path.startswith("/portal"))) from None
+        return error_response(request, error.status, error.message)
+    except HttpError as exc:
+        return error_response(request, exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = FALLBACK_MESSAGES.get(exc.status) or exc.reason
+        if exc.status == 405:
+            message = "This address does not accept that kind of request."
+        if exc.status == 413:
+            message = "The request is too large."
+        return error_response(request, exc.status, message)
+    except Exception:
+        log.exception("unhandled error", extra={"fields": {"route": route_name(request)}})
+        return error_response(request, 500, FALLBACK_MESSAGES[500])
+
+
+def _authority(url_host: str | None, port: int | None) -> tuple[str, int | None]:
+    return (url_host or "").lower(), port
+
+
+def same_origin(request: web.Request, public_url: str) -> bool:
+    """The request comes from a page of this site.
+
+    The Origin header says so; where a browser sends ``Origin: null`` (some
+    privacy settings do), Sec-Fetch-Site (which page scripts cannot set) says so
+    instead. Without either, a Referer on this site will do.
+    """
+    source = request.headers.get("Origin")
+    if source == "null" or not source:
+        fetch_site = request.headers.get("Sec-Fetch-Site")
+        if fetch_site is not None:
+            return fetch_site == "same-origin"
+        if source == "null":
+            return False
+        source = request.headers.get("Referer")
+    if not source:
+        return False
+    try:
+        origin = urlsplit(source)
+        origin_host, origin_port = origin.hostname, origin.port
+    except ValueError:
+        return False
+    if origin.scheme not in ("http", "https") or not origin_host:
+        return False
+    default_port = 443 if origin.scheme == "https" else 80
+    origin_port = origin_port or default_port
+    allowed: list[tuple[str, int | None]] = []
+    try:
+        host = urlsplit(f"//{request.host}")
+        allowed.append(_authority(host.hostname, host.port))
+        public = urlsplit(public_url)
+        allowed.append(_authority(public.hostname, public.port or (443 if public.scheme == "https" else 80)))
+    except ValueError:
+        return False
+    for allowed_host, allowed_port in allowed:
+        # A Host header without a port says nothing about the port (a TLS proxy in front, say).
+        if origin_host.lower() == allowed_host and allowed_port in (None, origin_port):
+            return True
+    return False
+
+
+@web.middleware
+async def csrf_middleware(request: web.Request, handler):
+    if request.method not in SAFE_METHODS and not same_origin(request, request.app[CONFIG].public_url):
+        log.info("cross-site request refused", extra={"fields": {"route": route_name(request)}})
+        raise HttpError(403, "This request did not come from a page of this site, so it was refused.")
+    return await handler(request)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response, including errors, redirects and event streams."""
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers["X-Frame-Options"] = "DENY"
+    # Magic-link tokens are in URLs: never let them leave this site in a Referer.
+    # (same-origin rather than no-referrer: under no-referrer browsers send
+    # "Origin: null" on form posts, which would blind the CSRF check.)
+    headers["Referrer-Policy"] = "same-origin"
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    if request.path.startswith("/static/"):
+        headers["Cache-Control"] = "no-cache"
+    else:
+        headers["Cache-Control"] = "no-store"
+    config = request.app[CONFIG]
+    if config.secure_cookies:
+        headers["Strict-Transport-Security"] = "max-age=31536000"

@@ -1,0 +1,52 @@
+"""Every URL of the web edge in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from services.web import api, devmailbox, events, views
+from services.web.config import WebConfig
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def setup_routes(app: web.Application, config: WebConfig) -> None:
+    r = app.router
+    r.add_get("/healthz", views.healthz)
+    r.add_get("/readyz", views.readyz)
+
+    r.add_get("/sign-in", views.sign_in_form)
+    r.add_post("/sign-in", views.sign_in)
+    r.add_post("/sign-out", views.sign_out)
+    r.add_get("/", views.staff_home)
+
+    r.add_get("/m/{token}", views.magic_link_landing)
+    r.add_post("/m/{token}", views.magic_link_redeem)
+
+    r.add_get("/portal/sign-in", views.portal_sign_in_form)
+    r.add_get("/portal", views.portal_home)
+    r.add_get("/portal/conversations/{conversation_id}", views.portal_conversation)
+    r.add_post("/portal/conversations/{conversation_id}/messages", views.portal_send)
+
+    r.add_get("/api/me", api.me)
+    r.add_get("/api/conversations", api.list_conversations)
+    r.add_post("/api/conversations", api.open_conversation)
+    r.add_get("/api/conversations/{conversation_id}", api.get_conversation)
+    r.add_get("/api/conversations/{conversation_id}/messages", api.list_messages)
+    r.add_post("/api/conversations/{conversation_id}/messages", api.send_message)
+    r.add_post("/api/conversations/{conversation_id}/read", api.mark_read)
+    r.add_get("/api/unread", api.unread)
+    r.add_get("/api/directory", api.directory)
+    r.add_get("/api/recent-contacts", api.recent_contacts)
+    r.add_get("/api/clients/{client_id}/secure-messaging", api.client_messaging)
+    r.add_post("/api/clients/{client_id}/secure-messaging", api.client_messaging)
+    r.add_get("/api/events", events.stream_events)
+
+    if config.development:
+        r.add_get("/dev/mailbox", devmailbox.mailbox_page)
+        r.add_get("/dev/mailbox.json", devmailbox.mailbox_json)
+        r.add_post("/dev/mailbox/sms-reply", devmailbox.sms_reply)
+
+    r.add_static("/static/", STATIC_DIR, show_index=False, follow_symlinks=False)

@@ -1,0 +1,166 @@
+"""The four real gRPC services in-process, each with a fresh database, and the web
+edge in front of them on an ephemeral port, with a practice and its people."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from confidant.auth.v1 import auth_service_pb2 as auth_pb
+from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
+
+from services.auth.app import create_service as create_auth
+from services.auth.config import AuthConfig
+from services.common.clients import open_channel
+from services.consent.app import create_service as create_consent
+from services.consent.config import ConsentConfig
+from services.messaging.app import create_service as create_messaging
+from services.messaging.config import MessagingConfig
+from services.notify.app import create_service as create_notify
+from services.notify.config import NotifyConfig
+from services.web.app import create_app
+from services.web.config import WebConfig
+from tests.support import running, service_env
+
+STAFF_PASSWORD = "quiet-harbor-2026"
+CLIENT_PASSWORD = "maple-window-77"
+LINK = re.compile(r"https?://[^\s\"'<>]+/m/[A-Za-z0-9_\-]+")
+
+
+@dataclass
+class Person:
+    user_id: str
+    email: str
+    name: str
+    password: str = ""
+
+
+@dataclass
+class WebStack:
+    url: str
+    addresses: dict[str, str]
+    keys_dir: Path
+    practice_id: str = ""
+    people: dict[str, Person] = field(default_factory=dict)
+
+    def client_session(self, origin: bool = True) -> aiohttp.ClientSession:
+        """A browser-like HTTP client: keeps cookies (also for 127.0.0.1) and sends Origin on POSTs."""
+        headers = {"Origin": self.url} if origin else {}
+        return aiohttp.ClientSession(self.url, headers=headers, cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+    async def signed_in(self, who: str) -> aiohttp.ClientSession:
+        person = self.people[who]
+        http = self.client_session()
+        async with http.post("/sign-in", data={"email": person.email, "password": person.password},
+                             allow_redirects=False) as resp:
+            assert resp.status == 303, await resp.text()
+        return http
+
+    async def mailbox(self, to: str) -> list[dict]:
+        async with self.client_session() as http, http.get("/dev/mailbox.json", params={"to": to}) as resp:
+            assert resp.status == 200, await resp.text()
+            return (await resp.json())["items"]
+
+    async def wait_for_emails(self, to: str, count: int, within: float = 15.0) -> list[dict]:
+        deadline = time.monotonic() + within
+        while True:
+            emails = [i for i in await self.mailbox(to) if i["channel"] == "email"]
+            if len(emails) >= count or time.monotonic() > deadline:
+                return emails
+            await asyncio.sleep(0.1)
+
+
+async def _practice(stack: WebStack, tokens) -> None:
+    """Lakeside Counseling: Dana (owner), Sam (team member), Jordan (client with a password), Alex (client)."""
+    web_token = tokens.metadata(tokens.service("web"))
+    channel = open_channel(stack.addresses["auth"])
+    try:
+        auth = auth_grpc.AuthServiceStub(channel)
+        created = await auth.CreatePractice(
+            auth_pb.CreatePracticeRequest(
+                name="Lakeside Counseling", owner_email="dana@lakeside.test", owner_display_name="Dana Rivera",
+                owner_password=STAFF_PASSWORD,
+            ),
+            metadata=web_token, timeout=30,
+        )
+        stack.practice_id = created.practice.practice_id
+        stack.people["dana"] = Person(created.owner.user_id, "dana@lakeside.test", "Dana Rivera", STAFF_PASSWORD)
+        for key, role, email, name, password in (
+            ("sam", auth_pb.ROLE_TEAM_MEMBER, "sam@lakeside.test", "Sam Okafor", STAFF_PASSWORD),
+            ("jordan", auth_pb.ROLE_CLIENT, "jordan@client.test", "Jordan Lee", CLIENT_PASSWORD),
+            ("alex", auth_pb.ROLE_CLIENT, "alex@client.test", "Alex Chen", ""),
+        ):
+            reply = await auth.CreateUser(
+                auth_pb.CreateUserRequest(practice_id=stack.practice_id, role=role, email=email,
+                                          display_name=name, password=password),
+                metadata=web_token, timeout=30,
+            )
+            stack.people[key] = Person(reply.user.user_id, email, name, password)
+    finally:
+        await channel.close()
+
+
+@contextlib.asynccontextmanager
+async def web_app(config: WebConfig, sock: socket.socket) -> AsyncIterator[web.Application]:
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    try:
+        yield app
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def web_stack(fresh_database, keys_dir, tokens, **web_settings: str) -> AsyncIterator[WebStack]:
+    # The web edge's socket first: notify needs its public URL for the links in emails.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    fast = {
+        "notify_poll_interval_seconds": "0.1",
+        "messaging_outbox_poll_seconds": "0.2",
+        "messaging_stream_poll_seconds": "0.5",
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        addresses: dict[str, str] = {}
+
+        async def start(name, config_cls, create, **settings):
+            env = service_env(keys_dir, public_url=url, **{f"{name}_database_url": await fresh_database(name)},
+                              **{f"{other}_addr": address for other, address in addresses.items()}, **fast,
+                              **settings)
+            service = await create(config_cls.load(env))
+            addresses[name] = await stack.enter_async_context(running(service))
+
+        # In dependency order: auth calls no one; consent calls auth; notify auth and consent; messaging auth and notify.
+        await start("auth", AuthConfig, create_auth)
+        await start("consent", ConsentConfig, create_consent)
+        await start("notify", NotifyConfig, create_notify)
+        await start("messaging", MessagingConfig, create_messaging)
+
+        env = service_env(
+            keys_dir, public_url=url, web_listen=url.removeprefix("http://"),
+            **{f"{name}_addr": address for name, address in addresses.items()}, **web_settings,
+        )
+        await stack.enter_async_context(web_app(WebConfig.load(env), sock))
+        result = WebStack(url=url, addresses=dict(addresses), keys_dir=keys_dir)
+        await _practice(result, tokens)
+        yield result
+
+
+@pytest.fixture(scope="module")
+async def stack(fresh_database, keys_dir, tokens) -> AsyncIterator[WebStack]:
+    # Short stream deadlines and keep-alives so that renewal and keep-alive happen within a test.
+    async with web_stack(fresh_database, keys_dir, tokens, web_stream_deadline_seconds="2",
+                         web_keepalive_seconds="0.5") as result:
+        yield result
