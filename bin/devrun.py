@@ -36,7 +36,10 @@ def main() -> int:
     print(f"PostgreSQL: {pg.how}")
     stack = Stack(pg=pg, keys_dir=DATA / "keys", ports=ports, sink=_sink)
     stop = threading.Event()
+    # Ctrl-C and SIGTERM both lead to the orderly stop below (the services run in
+    # their own sessions, so only this process receives the terminal's Ctrl-C).
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         stack.start()
         created = asyncio.run(seed_demo({s: stack.address(s) for s in ALL_SERVICES}, stack.keys_dir))
@@ -53,14 +56,11 @@ def main() -> int:
             "Press Ctrl-C to stop.\n",
             flush=True,
         )
-        while not stop.is_set():
-            stop.wait(0.5)
+        while not stop.wait(0.5):
             dead = [s for s, p in stack.processes.items() if p.poll() is not None]
             if dead:
                 print(f"The {', '.join(dead)} service stopped unexpectedly; stopping everything.", file=sys.stderr)
                 return 1
-    except KeyboardInterrupt:
-        pass
     except PortInUse as exc:
         print(exc, file=sys.stderr)
         return 1

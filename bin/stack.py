@@ -117,6 +117,7 @@ class Stack:
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the runner, which stops us in order
         )
         self.processes[service] = proc
         thread = threading.Thread(target=self._pump, args=(service, proc), daemon=True)
