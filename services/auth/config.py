@@ -33,14 +33,7 @@ class AuthConfig:
 
     @classmethod
     def load(cls, env: Env) -> AuthConfig:
-        def positive(name: str, default: int) -> int:
-            value = env.int(name, default)
-            if value <= 0:
-                raise ConfigError(
-                    f"{PREFIX}{name} must be a positive number of seconds or characters, not {value}."
-                )
-            return value
-
+        positive = env.positive_int
         config = cls(
             common=CommonConfig.load("auth", env, DEFAULT_PORTS["auth"]),
             magic_link_ttl_seconds=positive("MAGIC_LINK_TTL_SECONDS", 900),

@@ -72,6 +72,18 @@ class Env:
         except ValueError as exc:
             raise ConfigError(f"{PREFIX}{name} must be a number, not {value!r}.") from exc
 
+    def positive_int(self, name: str, default: int) -> int:
+        value = self.int(name, default)
+        if value <= 0:
+            raise ConfigError(f"{PREFIX}{name} must be greater than zero, not {value}.")
+        return value
+
+    def positive_float(self, name: str, default: float) -> float:
+        value = self.float(name, default)
+        if value <= 0:
+            raise ConfigError(f"{PREFIX}{name} must be greater than zero, not {value}.")
+        return value
+
     def bool(self, name: str, default: bool) -> bool:
         value = self._raw(name)
         if value is None:

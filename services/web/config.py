@@ -69,18 +69,7 @@ class WebConfig:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"{PREFIX}PUBLIC_URL must be an http(s) URL, not {public_url!r}.")
 
-        def positive_int(name: str, default: int) -> int:
-            value = env.int(name, default)
-            if value <= 0:
-                raise ConfigError(f"{PREFIX}{name} must be a positive number, not {value}.")
-            return value
-
-        def positive_float(name: str, default: float) -> float:
-            value = env.float(name, default)
-            if value <= 0:
-                raise ConfigError(f"{PREFIX}{name} must be a positive number, not {value}.")
-            return value
-
+        positive_int, positive_float = env.positive_int, env.positive_float
         return cls(
             mode=mode,
             listen=listen,
