@@ -20,6 +20,9 @@ class Principal:
     session_kind: str = ""
     # A magic-link session reaches only this conversation.
     conversation_id: str = ""
+    # When the access token expires (epoch seconds); 0 when unknown. Long-lived
+    # calls (event streams) end then, so an ended session stops receiving.
+    expires_at: int = field(default=0, compare=False)
 
     @property
     def is_service(self) -> bool:

@@ -154,6 +154,9 @@ class GrpcService:
     servicers: list[tuple[Callable, object, str]]
     # Long-running coroutines started with the server and cancelled on stop.
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Called once health says NOT_SERVING, before in-flight calls are awaited:
+    # end long-lived streams here so they do not hold shutdown for the grace period.
+    stopping: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Called after the server stopped (close pools, ...).
     cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     grace_seconds: float = 10.0
@@ -200,6 +203,8 @@ class GrpcService:
             return
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        for hook in self.stopping:
+            await hook()
         await self.server.stop(self.grace_seconds)
         for task in self._tasks:
             task.cancel()

@@ -136,7 +136,7 @@ class TokenVerifier:
             # A service speaks only for itself.
             if subject != f"service:{issuer}":
                 raise Unauthenticated("A service token must be issued by that service.")
-            return Principal(subject=subject, role="service")
+            return Principal(subject=subject, role="service", expires_at=claims["exp"])
         if issuer != USER_TOKEN_ISSUER:
             raise Unauthenticated("Only the auth service issues tokens for people.")
         return Principal(
@@ -146,6 +146,7 @@ class TokenVerifier:
             scopes=frozenset(claims.get("scp", [])),
             session_kind=claims.get("ses", ""),
             conversation_id=claims.get("cnv", ""),
+            expires_at=claims["exp"],
         )
 
 

@@ -1,0 +1,8 @@
+"""``python -m services.messaging``: the messaging service."""
+
+from services.common.main import run_service
+from services.messaging.app import create_service
+from services.messaging.config import MessagingConfig
+
+if __name__ == "__main__":
+    run_service("messaging", MessagingConfig.load, create_service)

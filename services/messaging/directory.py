@@ -1,0 +1,74 @@
+"""Who people are, as the auth service knows them (its GetUsers RPC).
+
+Messaging keeps no copy of the directory: before it enables a client or opens a
+conversation it asks auth, with its own service token, which practice each
+person belongs to and in which role.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from confidant.auth.v1 import auth_service_pb2 as auth_pb
+from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
+
+from services.common.errors import Unavailable
+from services.common.identity import STAFF_ROLES
+
+log = logging.getLogger("confidant.messaging.directory")
+
+_ROLES = {
+    auth_pb.ROLE_OWNER: "owner",
+    auth_pb.ROLE_CLINICIAN: "clinician",
+    auth_pb.ROLE_TEAM_MEMBER: "team_member",
+    auth_pb.ROLE_CLIENT: "client",
+    auth_pb.ROLE_SERVICE_ACCOUNT: "service_account",
+}
+
+
+@dataclass(frozen=True)
+class Person:
+    user_id: str
+    practice_id: str
+    role: str
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in STAFF_ROLES
+
+    @property
+    def is_client(self) -> bool:
+        return self.role == "client"
+
+
+class Directory:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._auth = auth_grpc.AuthServiceStub(channel)
+
+    async def people(self, user_ids: Sequence[str]) -> dict[str, Person]:
+        """The people with these ids, by id. Unknown ids are simply absent.
+
+        Auth answers NOT_FOUND when any id is unknown; callers need every id
+        anyway, so that answer is "none of them". Auth being unreachable is
+        UNAVAILABLE for our caller, never a wrong "not found".
+        """
+        if not user_ids:
+            return {}
+        try:
+            reply = await self._auth.GetUsers(auth_pb.GetUsersRequest(user_ids=list(user_ids)))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                return {}
+            log.warning(
+                "auth GetUsers failed", extra={"fields": {"code": exc.code().name, "count": len(user_ids)}}
+            )
+            raise Unavailable("The directory is not reachable right now; please try again.") from None
+        return {
+            user.user_id: Person(
+                user_id=user.user_id, practice_id=user.practice_id, role=_ROLES.get(user.role, "")
+            )
+            for user in reply.users
+        }

@@ -1,0 +1,175 @@
+"""The gRPC surface of messaging: request -> handlers -> response proto, nothing more."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import grpc
+from confidant.messaging.v1 import messaging_service_pb2 as pb
+from confidant.messaging.v1 import messaging_service_pb2_grpc as pb_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.messaging.handlers import Handlers, Message
+from services.messaging.storage import (
+    KIND_CONVERSATION_CREATED,
+    KIND_MESSAGE_CREATED,
+    KIND_READ_UPDATED,
+    Conversation,
+    Event,
+    PracticeSettings,
+)
+
+log = logging.getLogger("confidant.messaging")
+
+_EVENT_KINDS = {
+    KIND_MESSAGE_CREATED: pb.EVENT_KIND_MESSAGE_CREATED,
+    KIND_READ_UPDATED: pb.EVENT_KIND_READ_UPDATED,
+    KIND_CONVERSATION_CREATED: pb.EVENT_KIND_CONVERSATION_CREATED,
+}
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _settings_pb(settings: PracticeSettings) -> pb.PracticeSettings:
+    return pb.PracticeSettings(
+        secure_messaging_enabled=settings.secure_messaging_enabled,
+        auto_enable_new_clients=settings.auto_enable_new_clients,
+    )
+
+
+def _conversation_pb(conversation: Conversation) -> pb.Conversation:
+    return pb.Conversation(
+        conversation_id=conversation.conversation_id,
+        practice_id=conversation.practice_id,
+        participants=[
+            pb.Participant(user_id=p.user_id, is_staff=p.is_staff, read_seq=p.read_seq)
+            for p in conversation.participants
+        ],
+        last_activity_at=_timestamp(conversation.last_activity_at),
+        last_seq=conversation.last_seq,
+        unread_count=conversation.unread_count,
+        client_id=conversation.client_id or "",
+    )
+
+
+def _message_pb(message: Message) -> pb.Message:
+    return pb.Message(
+        message_id=message.message_id,
+        conversation_id=message.conversation_id,
+        seq=message.seq,
+        sender_id=message.sender_id,
+        body=message.body,
+        created_at=_timestamp(message.created_at),
+    )
+
+
+def _event_pb(event: Event) -> pb.StreamEventsResponse:
+    return pb.StreamEventsResponse(
+        event_id=event.event_id,
+        kind=_EVENT_KINDS.get(event.kind, pb.EVENT_KIND_UNSPECIFIED),
+        conversation_id=event.conversation_id,
+        seq=event.seq,
+        actor_id=event.actor_id,
+        created_at=_timestamp(event.created_at),
+    )
+
+
+class MessagingServicer(pb_grpc.MessagingServiceServicer):
+    def __init__(self, handlers: Handlers) -> None:
+        self._handlers = handlers
+
+    async def GetPracticeSettings(
+        self, request: pb.GetPracticeSettingsRequest, context
+    ) -> pb.GetPracticeSettingsResponse:
+        settings = await self._handlers.get_practice_settings()
+        return pb.GetPracticeSettingsResponse(settings=_settings_pb(settings))
+
+    async def UpdatePracticeSettings(
+        self, request: pb.UpdatePracticeSettingsRequest, context
+    ) -> pb.UpdatePracticeSettingsResponse:
+        wanted = (
+            PracticeSettings(
+                secure_messaging_enabled=request.settings.secure_messaging_enabled,
+                auto_enable_new_clients=request.settings.auto_enable_new_clients,
+            )
+            if request.HasField("settings")
+            else None
+        )
+        settings = await self._handlers.update_practice_settings(wanted)
+        return pb.UpdatePracticeSettingsResponse(settings=_settings_pb(settings))
+
+    async def GetClientMessaging(
+        self, request: pb.GetClientMessagingRequest, context
+    ) -> pb.GetClientMessagingResponse:
+        return pb.GetClientMessagingResponse(
+            enabled=await self._handlers.get_client_messaging(request.client_id)
+        )
+
+    async def EnableClientMessaging(
+        self, request: pb.EnableClientMessagingRequest, context
+    ) -> pb.EnableClientMessagingResponse:
+        return pb.EnableClientMessagingResponse(
+            enabled=await self._handlers.enable_client_messaging(request.client_id)
+        )
+
+    async def OpenConversation(
+        self, request: pb.OpenConversationRequest, context
+    ) -> pb.OpenConversationResponse:
+        conversation, created = await self._handlers.open_conversation(list(request.participant_ids))
+        return pb.OpenConversationResponse(conversation=_conversation_pb(conversation), created=created)
+
+    async def GetConversation(
+        self, request: pb.GetConversationRequest, context
+    ) -> pb.GetConversationResponse:
+        conversation = await self._handlers.get_conversation(request.conversation_id)
+        return pb.GetConversationResponse(conversation=_conversation_pb(conversation))
+
+    async def ListConversations(
+        self, request: pb.ListConversationsRequest, context
+    ) -> pb.ListConversationsResponse:
+        conversations, next_token = await self._handlers.list_conversations(
+            request.page_size, request.page_token
+        )
+        return pb.ListConversationsResponse(
+            conversations=[_conversation_pb(c) for c in conversations], next_page_token=next_token
+        )
+
+    async def ListMessages(self, request: pb.ListMessagesRequest, context) -> pb.ListMessagesResponse:
+        messages = await self._handlers.list_messages(
+            request.conversation_id, request.after_seq, request.page_size
+        )
+        return pb.ListMessagesResponse(messages=[_message_pb(m) for m in messages])
+
+    async def SendMessage(self, request: pb.SendMessageRequest, context) -> pb.SendMessageResponse:
+        message, created = await self._handlers.send_message(
+            request.conversation_id, request.body, request.idempotency_key
+        )
+        return pb.SendMessageResponse(message=_message_pb(message), created=created)
+
+    async def MarkRead(self, request: pb.MarkReadRequest, context) -> pb.MarkReadResponse:
+        return pb.MarkReadResponse(
+            read_seq=await self._handlers.mark_read(request.conversation_id, request.read_seq)
+        )
+
+    async def GetUnreadSummary(
+        self, request: pb.GetUnreadSummaryRequest, context
+    ) -> pb.GetUnreadSummaryResponse:
+        messages, conversations = await self._handlers.unread_summary()
+        return pb.GetUnreadSummaryResponse(unread_messages=messages, unread_conversations=conversations)
+
+    async def ListRecentContacts(
+        self, request: pb.ListRecentContactsRequest, context
+    ) -> pb.ListRecentContactsResponse:
+        return pb.ListRecentContactsResponse(user_ids=await self._handlers.recent_contacts(request.page_size))
+
+    async def StreamEvents(
+        self, request: pb.StreamEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamEventsResponse]:
+        async for event in self._handlers.stream_events(request.after_event_id):
+            yield _event_pb(event)

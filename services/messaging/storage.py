@@ -1,0 +1,656 @@
+"""All of messaging's SQL, one named method per query or transaction.
+
+psycopg errors that mean something to the domain are turned into domain errors
+(or the storage-level ``IdempotencyKeyTaken``) here; nothing above this module
+writes SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from services.common import audit
+from services.common.errors import NotFound, Unavailable
+from services.messaging.crypto import SealedBody
+
+# The advisory lock that orders event ids (see migrations/0001_init.sql).
+EVENT_ID_LOCK = 7_146_101
+EVENTS_CHANNEL = "messaging_events"
+OUTBOX_CHANNEL = "messaging_outbox"
+
+KIND_MESSAGE_CREATED = "message_created"
+KIND_READ_UPDATED = "read_updated"
+KIND_CONVERSATION_CREATED = "conversation_created"
+
+
+class IdempotencyKeyTaken(Exception):
+    """Another send with the same sender and idempotency key committed first."""
+
+
+@dataclass(frozen=True)
+class PracticeSettings:
+    secure_messaging_enabled: bool = True
+    auto_enable_new_clients: bool = False
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    actor: str
+    action: str
+    outcome: str
+    target: str = ""
+    practice_id: str = ""
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Participant:
+    user_id: str
+    is_staff: bool
+    read_seq: int
+
+
+@dataclass(frozen=True)
+class Conversation:
+    conversation_id: str
+    practice_id: str
+    client_id: str | None
+    last_activity_at: datetime
+    last_seq: int
+    participants: tuple[Participant, ...]
+    # The read cursor of the person the conversation was loaded for.
+    viewer_read_seq: int
+
+    @property
+    def unread_count(self) -> int:
+        return max(0, self.last_seq - self.viewer_read_seq)
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    message_id: str
+    conversation_id: str
+    seq: int
+    sender_id: str
+    sealed: SealedBody
+    body_digest: bytes
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    message_id: str
+    conversation_id: str
+    practice_id: str
+    sender_id: str
+    sealed: SealedBody
+    body_digest: bytes
+    idempotency_key: str
+    # A fresh id for the notification event: notify deduplicates on it.
+    notification_event_id: str
+
+
+@dataclass(frozen=True)
+class Event:
+    event_id: int
+    kind: str
+    conversation_id: str
+    seq: int
+    actor_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    outbox_id: int
+    event_id: int
+    payload: dict
+    attempts: int
+
+
+# One conversation as seen by one participant ("me"), with every participant in
+# arrays: a page of conversations is one query, however many rows it has.
+_CONVERSATION_SELECT = """
+SELECT c.conversation_id::text AS conversation_id, c.practice_id, c.client_id,
+       me.last_activity_at, c.last_seq, me.read_seq AS viewer_read_seq,
+       people.user_ids, people.staff, people.read_seqs
+  FROM participants me
+  JOIN conversations c ON c.conversation_id = me.conversation_id
+  CROSS JOIN LATERAL (
+      SELECT array_agg(p.user_id ORDER BY p.user_id) AS user_ids,
+             array_agg(p.is_staff ORDER BY p.user_id) AS staff,
+             array_agg(p.read_seq ORDER BY p.user_id) AS read_seqs
+        FROM participants p
+       WHERE p.conversation_id = c.conversation_id
+  ) people
+"""
+
+
+def _conversation(row: dict) -> Conversation:
+    return Conversation(
+        conversation_id=row["conversation_id"],
+        practice_id=row["practice_id"],
+        client_id=row["client_id"],
+        last_activity_at=row["last_activity_at"],
+        last_seq=row["last_seq"],
+        participants=tuple(
+            Participant(user_id=u, is_staff=s, read_seq=r)
+            for u, s, r in zip(row["user_ids"], row["staff"], row["read_seqs"], strict=True)
+        ),
+        viewer_read_seq=row["viewer_read_seq"],
+    )
+
+
+def _message(row: dict) -> StoredMessage:
+    return StoredMessage(
+        message_id=row["message_id"],
+        conversation_id=row["conversation_id"],
+        seq=row["seq"],
+        sender_id=row["sender_id"],
+        sealed=SealedBody(
+            ciphertext=bytes(row["body_ciphertext"]),
+            nonce=bytes(row["nonce"]),
+            key_version=row["key_version"],
+        ),
+        body_digest=bytes(row["body_sha256"]),
+        created_at=row["created_at"],
+    )
+
+
+_MESSAGE_COLUMNS = """message_id::text AS message_id, conversation_id::text AS conversation_id, seq, sender_id,
+       body_ciphertext, nonce, key_version, body_sha256, created_at"""
+
+
+async def _dicts(conn: psycopg.AsyncConnection, query, params) -> psycopg.AsyncCursor:
+    """Run a query whose rows come back as dicts (without changing the pooled connection)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(query, params)
+    return cur
+
+
+async def _record(conn: psycopg.AsyncConnection, entry: AuditEntry) -> None:
+    await audit.record(
+        conn,
+        actor=entry.actor,
+        action=entry.action,
+        outcome=entry.outcome,
+        target=entry.target,
+        practice_id=entry.practice_id,
+        detail=entry.detail,
+    )
+
+
+async def _notify(conn: psycopg.AsyncConnection, channel: str, payload: int) -> None:
+    # Delivered when the transaction commits, never for a rolled-back one.
+    await conn.execute("SELECT pg_notify(%s, %s)", (channel, str(payload)))
+
+
+class Storage:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    # -- audit -------------------------------------------------------------
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        async with self._pool.connection() as conn:
+            await _record(conn, entry)
+
+    # -- practice settings and client enablement ---------------------------
+
+    async def practice_settings(self, practice_id: str) -> PracticeSettings:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT secure_messaging_enabled, auto_enable_new_clients FROM practice_settings"
+                " WHERE practice_id = %s",
+                (practice_id,),
+            )
+            row = await cur.fetchone()
+        return PracticeSettings(*row) if row else PracticeSettings()
+
+    async def save_practice_settings(
+        self, practice_id: str, settings: PracticeSettings, audit_entry: AuditEntry
+    ) -> PracticeSettings:
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO practice_settings AS s"
+                " (practice_id, secure_messaging_enabled, auto_enable_new_clients, updated_by)"
+                " VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (practice_id) DO UPDATE SET"
+                "   secure_messaging_enabled = EXCLUDED.secure_messaging_enabled,"
+                "   auto_enable_new_clients = EXCLUDED.auto_enable_new_clients,"
+                "   updated_at = now(), updated_by = EXCLUDED.updated_by"
+                " RETURNING secure_messaging_enabled, auto_enable_new_clients",
+                (
+                    practice_id,
+                    settings.secure_messaging_enabled,
+                    settings.auto_enable_new_clients,
+                    audit_entry.actor,
+                ),
+            )
+            row = await cur.fetchone()
+            await _record(conn, audit_entry)
+        return PracticeSettings(*row)
+
+    async def client_messaging_enabled(self, client_id: str, practice_id: str) -> bool:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT enabled FROM client_messaging WHERE client_id = %s AND practice_id = %s",
+                (client_id, practice_id),
+            )
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def enable_client_messaging(self, client_id: str, practice_id: str, actor: str) -> bool:
+        """Turn messaging on for a client; True when it was off (or unset) before. Audited."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO client_messaging AS m (client_id, practice_id, enabled, updated_by)"
+                " VALUES (%s, %s, true, %s)"
+                " ON CONFLICT (client_id) DO UPDATE SET enabled = true, practice_id = EXCLUDED.practice_id,"
+                "   updated_at = now(), updated_by = EXCLUDED.updated_by"
+                " WHERE NOT m.enabled OR m.practice_id <> EXCLUDED.practice_id"
+                " RETURNING client_id",
+                (client_id, practice_id, actor),
+            )
+            changed = await cur.fetchone() is not None
+            await _record(
+                conn,
+                AuditEntry(
+                    actor=actor,
+                    action="client_messaging.enable",
+                    outcome="enabled" if changed else "already_enabled",
+                    target=client_id,
+                    practice_id=practice_id,
+                ),
+            )
+        return changed
+
+    # -- conversations -----------------------------------------------------
+
+    async def conversation_for(
+        self, conversation_id: str, user_id: str, practice_id: str
+    ) -> Conversation | None:
+        """The conversation as ``user_id`` sees it, or None when they are not in it."""
+        async with self._pool.connection() as conn:
+            cur = await _dicts(
+                conn,
+                _CONVERSATION_SELECT
+                + " WHERE me.conversation_id = %s AND me.user_id = %s AND c.practice_id = %s",
+                (conversation_id, user_id, practice_id),
+            )
+            row = await cur.fetchone()
+        return _conversation(row) if row else None
+
+    async def conversation_by_participants(
+        self, practice_id: str, participant_key: str, viewer_id: str
+    ) -> Conversation | None:
+        async with self._pool.connection() as conn:
+            cur = await _dicts(
+                conn,
+                _CONVERSATION_SELECT
+                + " WHERE c.practice_id = %s AND c.participant_key = %s AND me.user_id = %s",
+                (practice_id, participant_key, viewer_id),
+            )
+            row = await cur.fetchone()
+        return _conversation(row) if row else None
+
+    async def create_conversation(
+        self,
+        practice_id: str,
+        client_id: str | None,
+        participant_key: str,
+        participants: Sequence[tuple[str, bool]],
+        creator_id: str,
+    ) -> bool:
+        """Create the conversation of these (user_id, is_staff) people; False if it already existed."""
+        conversation_id = str(uuid.uuid4())
+        user_ids = [user_id for user_id, _ in participants]
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO conversations (conversation_id, practice_id, client_id, participant_key)"
+                " VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT ON CONSTRAINT conversations_participant_key_unique DO NOTHING"
+                " RETURNING last_activity_at",
+                (conversation_id, practice_id, client_id, participant_key),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return False  # a concurrent open made it first
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO participants (conversation_id, user_id, is_staff, last_activity_at)"
+                    " VALUES (%s, %s, %s, %s)",
+                    [(conversation_id, user_id, is_staff, row[0]) for user_id, is_staff in participants],
+                )
+            # The event comes last: its id is drawn under the event-order lock (held to commit).
+            cur = await conn.execute(
+                "INSERT INTO events (kind, conversation_id, seq, actor_id, recipient_ids)"
+                " VALUES (%s, %s, 0, %s, %s) RETURNING event_id",
+                (KIND_CONVERSATION_CREATED, conversation_id, creator_id, user_ids),
+            )
+            (event_id,) = await cur.fetchone()
+            await _notify(conn, EVENTS_CHANNEL, event_id)
+        return True
+
+    async def list_conversations(
+        self,
+        user_id: str,
+        practice_id: str,
+        limit: int,
+        after: tuple[datetime, str] | None = None,
+        only_conversation: str | None = None,
+    ) -> list[Conversation]:
+        """The person's conversations, newest activity first, after a keyset cursor."""
+        conditions = [sql.SQL("me.user_id = %(user)s"), sql.SQL("c.practice_id = %(practice)s")]
+        if after is not None:
+            conditions.append(
+                sql.SQL("(me.last_activity_at, me.conversation_id) < (%(after_at)s, %(after_id)s)")
+            )
+        if only_conversation is not None:
+            conditions.append(sql.SQL("me.conversation_id = %(only)s"))
+        query = sql.SQL(_CONVERSATION_SELECT) + sql.SQL(" WHERE {} ").format(
+            sql.SQL(" AND ").join(conditions)
+        )
+        query += sql.SQL(" ORDER BY me.last_activity_at DESC, me.conversation_id DESC LIMIT %(limit)s")
+        params = {
+            "user": user_id,
+            "practice": practice_id,
+            "after_at": after[0] if after else None,
+            "after_id": uuid.UUID(after[1]) if after else None,
+            "only": only_conversation,
+            "limit": limit,
+        }
+        async with self._pool.connection() as conn:
+            cur = await _dicts(conn, query, params)
+            rows = await cur.fetchall()
+        return [_conversation(row) for row in rows]
+
+    async def unread_summary(
+        self, user_id: str, practice_id: str, only_conversation: str | None = None
+    ) -> tuple[int, int]:
+        """(unread messages, conversations with unread messages) for a person."""
+        query = (
+            "SELECT coalesce(sum(c.last_seq - p.read_seq), 0)::bigint,"
+            "       count(*) FILTER (WHERE c.last_seq > p.read_seq)"
+            "  FROM participants p JOIN conversations c ON c.conversation_id = p.conversation_id"
+            " WHERE p.user_id = %s AND c.practice_id = %s"
+        )
+        params: list = [user_id, practice_id]
+        if only_conversation is not None:
+            query += " AND p.conversation_id = %s"
+            params.append(only_conversation)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            messages, conversations = await cur.fetchone()
+        return int(messages), int(conversations)
+
+    async def recent_contacts(self, user_id: str, practice_id: str, limit: int) -> list[str]:
+        """The other people in a person's conversations, most recent activity first."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT other.user_id"
+                "  FROM participants me"
+                "  JOIN conversations c ON c.conversation_id = me.conversation_id"
+                "  JOIN participants other ON other.conversation_id = me.conversation_id"
+                "   AND other.user_id <> me.user_id"
+                " WHERE me.user_id = %s AND c.practice_id = %s"
+                " GROUP BY other.user_id"
+                " ORDER BY max(me.last_activity_at) DESC, other.user_id"
+                " LIMIT %s",
+                (user_id, practice_id, limit),
+            )
+            return [row[0] for row in await cur.fetchall()]
+
+    # -- messages ----------------------------------------------------------
+
+    async def message_by_idempotency_key(self, sender_id: str, idempotency_key: str) -> StoredMessage | None:
+        async with self._pool.connection() as conn:
+            cur = await _dicts(
+                conn,
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sender_id = %s AND idempotency_key = %s",
+                (sender_id, idempotency_key),
+            )
+            row = await cur.fetchone()
+        return _message(row) if row else None
+
+    async def insert_message(self, new: NewMessage, audit_entry: AuditEntry) -> StoredMessage:
+        """Append a message in one transaction: its seq, the sender's read cursor, the
+        MESSAGE_CREATED event, the outbox row, the wake-ups and the audit row.
+
+        Raises ``IdempotencyKeyTaken`` when a send with the same key won the race.
+        """
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                # Locks the conversation row: concurrent sends to it take their seqs in turn.
+                cur = await conn.execute(
+                    "UPDATE conversations SET last_seq = last_seq + 1,"
+                    "   last_activity_at = greatest(last_activity_at, clock_timestamp())"
+                    " WHERE conversation_id = %s RETURNING last_seq, last_activity_at",
+                    (new.conversation_id,),
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    raise NotFound("No such conversation.")
+                seq, created_at = row
+                await conn.execute(
+                    "INSERT INTO messages (message_id, conversation_id, seq, sender_id, body_ciphertext, nonce,"
+                    " key_version, body_sha256, idempotency_key, created_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        new.message_id,
+                        new.conversation_id,
+                        seq,
+                        new.sender_id,
+                        new.sealed.ciphertext,
+                        new.sealed.nonce,
+                        new.sealed.key_version,
+                        new.body_digest,
+                        new.idempotency_key,
+                        created_at,
+                    ),
+                )
+                # The sender has read their own message; everyone's list order moves.
+                cur = await conn.execute(
+                    "UPDATE participants SET last_activity_at = %s,"
+                    "   read_seq = CASE WHEN user_id = %s THEN greatest(read_seq, %s) ELSE read_seq END"
+                    " WHERE conversation_id = %s RETURNING user_id, is_staff",
+                    (created_at, new.sender_id, seq, new.conversation_id),
+                )
+                people = await cur.fetchall()
+                cur = await conn.execute(
+                    "INSERT INTO events (kind, conversation_id, seq, actor_id, recipient_ids, created_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) RETURNING event_id",
+                    (
+                        KIND_MESSAGE_CREATED,
+                        new.conversation_id,
+                        seq,
+                        new.sender_id,
+                        sorted(user_id for user_id, _ in people),
+                        created_at,
+                    ),
+                )
+                (event_id,) = await cur.fetchone()
+                await _notify(conn, EVENTS_CHANNEL, event_id)
+                recipients = [
+                    {"user_id": user_id, "is_client": not is_staff}
+                    for user_id, is_staff in sorted(people)
+                    if user_id != new.sender_id
+                ]
+                if recipients:
+                    cur = await conn.execute(
+                        "INSERT INTO outbox (event_id, payload) VALUES (%s, %s) RETURNING outbox_id",
+                        (
+                            event_id,
+                            Jsonb(
+                                {
+                                    "event_id": new.notification_event_id,
+                                    "practice_id": new.practice_id,
+                                    "conversation_id": new.conversation_id,
+                                    "message_id": new.message_id,
+                                    "sender_id": new.sender_id,
+                                    "recipients": recipients,
+                                    "created_at": created_at.isoformat(),
+                                }
+                            ),
+                        ),
+                    )
+                    (outbox_id,) = await cur.fetchone()
+                    await _notify(conn, OUTBOX_CHANNEL, outbox_id)
+                # Last: the audit chain lock serialises appends, so hold it as briefly as possible.
+                await _record(conn, audit_entry_with(audit_entry, target=new.message_id, seq=seq))
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == "messages_sender_idempotency_unique":
+                raise IdempotencyKeyTaken() from None
+            raise
+        return StoredMessage(
+            message_id=new.message_id,
+            conversation_id=new.conversation_id,
+            seq=seq,
+            sender_id=new.sender_id,
+            sealed=new.sealed,
+            body_digest=new.body_digest,
+            created_at=created_at,
+        )
+
+    async def read_messages(
+        self, conversation_id: str, after_seq: int, limit: int, audit_entry: AuditEntry
+    ) -> list[StoredMessage]:
+        """Messages after a seq, ascending; the read and its audit row commit together."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await _dicts(
+                conn,
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+                " WHERE conversation_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+                (conversation_id, after_seq, limit),
+            )
+            rows = await cur.fetchall()
+            await _record(conn, audit_entry_with(audit_entry, count=len(rows)))
+        return [_message(row) for row in rows]
+
+    async def mark_read(self, conversation_id: str, user_id: str, read_seq: int) -> int | None:
+        """Move a participant's read cursor forward (never back, never past the last
+        message); returns the cursor, or None when they are not a participant."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE participants p SET read_seq = least(%s, c.last_seq)"
+                "  FROM conversations c"
+                " WHERE c.conversation_id = p.conversation_id"
+                "   AND p.conversation_id = %s AND p.user_id = %s AND p.read_seq < least(%s, c.last_seq)"
+                " RETURNING p.read_seq",
+                (read_seq, conversation_id, user_id, read_seq),
+            )
+            moved = await cur.fetchone()
+            if moved is None:
+                cur = await conn.execute(
+                    "SELECT read_seq FROM participants WHERE conversation_id = %s AND user_id = %s",
+                    (conversation_id, user_id),
+                )
+                current = await cur.fetchone()
+                return current[0] if current else None
+            # Only the reader's other tabs and devices need to know.
+            cur = await conn.execute(
+                "INSERT INTO events (kind, conversation_id, seq, actor_id, recipient_ids)"
+                " VALUES (%s, %s, %s, %s, %s) RETURNING event_id",
+                (KIND_READ_UPDATED, conversation_id, moved[0], user_id, [user_id]),
+            )
+            (event_id,) = await cur.fetchone()
+            await _notify(conn, EVENTS_CHANNEL, event_id)
+        return moved[0]
+
+    # -- events ------------------------------------------------------------
+
+    async def event_high_water(self) -> int:
+        """The highest event id below which every event has committed or rolled back.
+
+        Writers draw event ids under a shared advisory lock held until they end;
+        taking it exclusively waits for those in flight, so afterwards no id up to
+        the sequence's current value can still appear. Live streams read up to here.
+        """
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute("SET LOCAL lock_timeout = '5s'")
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_ID_LOCK,))
+                cur = await conn.execute("SELECT coalesce(pg_sequence_last_value('events_event_id_seq'), 0)")
+                (high_water,) = await cur.fetchone()
+        except psycopg.errors.LockNotAvailable:
+            raise Unavailable("Live updates are busy; please reconnect.") from None
+        return int(high_water)
+
+    async def events_for(
+        self,
+        user_id: str,
+        after_event_id: int,
+        up_to_event_id: int,
+        limit: int,
+        only_conversation: str | None = None,
+    ) -> list[Event]:
+        """A person's events with after < event_id <= up_to, in id order."""
+        query = (
+            "SELECT event_id, kind, conversation_id::text, seq, actor_id, created_at FROM events"
+            " WHERE event_id > %s AND event_id <= %s AND recipient_ids @> ARRAY[%s]::text[]"
+        )
+        params: list = [after_event_id, up_to_event_id, user_id]
+        if only_conversation is not None:
+            query += " AND conversation_id = %s"
+            params.append(only_conversation)
+        query += " ORDER BY event_id LIMIT %s"
+        params.append(limit)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return [Event(*row) for row in await cur.fetchall()]
+
+    # -- outbox ------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def outbox_batch(self, limit: int) -> AsyncIterator[OutboxBatch]:
+        """Claim due, unrelayed outbox rows (skipping rows another replica holds)
+        in a transaction that commits when the block ends."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT outbox_id, event_id, payload, attempts FROM outbox"
+                " WHERE relayed_at IS NULL AND next_attempt_at <= now()"
+                " ORDER BY outbox_id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (limit,),
+            )
+            items = [OutboxItem(*row) for row in await cur.fetchall()]
+            yield OutboxBatch(conn, items)
+
+
+def audit_entry_with(entry: AuditEntry, target: str | None = None, **detail) -> AuditEntry:
+    return AuditEntry(
+        actor=entry.actor,
+        action=entry.action,
+        outcome=entry.outcome,
+        target=entry.target if target is None else target,
+        practice_id=entry.practice_id,
+        detail={**entry.detail, **detail},
+    )
+
+
+class OutboxBatch:
+    """Claimed outbox rows; marks are written in the claiming transaction."""
+
+    def __init__(self, conn: psycopg.AsyncConnection, items: list[OutboxItem]) -> None:
+        self._conn = conn
+        self.items = items
+
+    async def mark_relayed(self, outbox_id: int) -> None:
+        await self._conn.execute("UPDATE outbox SET relayed_at = now() WHERE outbox_id = %s", (outbox_id,))
+
+    async def postpone(self, outbox_id: int, delay_seconds: float) -> None:
+        await self._conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1,"
+            "   next_attempt_at = now() + make_interval(secs => %s)"
+            " WHERE outbox_id = %s",
+            (delay_seconds, outbox_id),
+        )
