@@ -357,12 +357,13 @@ class AuthHandlers:
         log.info("signed in", extra={"fields": {"user_id": user.user_id, "practice_id": user.practice_id}})
         return SignedIn(token, user, self._view(record))
 
-    async def authenticate_session(self, session_token: str) -> Authenticated:
+    async def authenticate_session(self, session_token: str, background: bool = False) -> Authenticated:
+        """The session's person and a fresh access token; ``background`` checks are not activity."""
         require_service("web")
         if not session_token or len(session_token) > MAX_TOKEN_LENGTH:
             raise Unauthenticated(SESSION_ENDED)
         found = await self._storage.touch_session(
-            _token_hash(session_token), self._config.session_idle_seconds
+            _token_hash(session_token), self._config.session_idle_seconds, active=not background
         )
         if found is None:
             raise Unauthenticated(SESSION_ENDED)

@@ -118,7 +118,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     async def AuthenticateSession(
         self, request: pb.AuthenticateSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.AuthenticateSessionResponse:
-        result = await self._handlers.authenticate_session(request.session_token)
+        result = await self._handlers.authenticate_session(request.session_token, request.background)
         return pb.AuthenticateSessionResponse(
             user=_user(result.user),
             session=_session(result.session),

@@ -247,9 +247,9 @@ class AuthStorage:
         return _session(row)
 
     async def touch_session(
-        self, session_hash: bytes, idle_seconds: int
+        self, session_hash: bytes, idle_seconds: int, active: bool = True
     ) -> tuple[User, SessionRecord] | None:
-        """The live session's user, after marking it active; None if unknown, revoked or expired.
+        """The live session's user, after marking it active (when ``active``); None if unknown, revoked or expired.
 
         Full sessions end after ``idle_seconds`` without activity or at ``expires_at``;
         magic-link sessions end at ``expires_at`` whatever the activity.
@@ -257,7 +257,7 @@ class AuthStorage:
         query = sql.SQL(
             "WITH touched AS ("
             "  UPDATE sessions s"
-            "  SET last_seen_at = CASE WHEN s.kind = 'full' THEN now() ELSE s.last_seen_at END"
+            "  SET last_seen_at = CASE WHEN s.kind = 'full' AND %(active)s THEN now() ELSE s.last_seen_at END"
             "  WHERE s.session_hash = %(hash)s AND s.revoked_at IS NULL AND s.expires_at > now()"
             "    AND (s.kind <> 'full' OR s.last_seen_at > now() - make_interval(secs => %(idle)s))"
             "  RETURNING s.user_id, s.kind, s.conversation_id, s.last_seen_at, s.expires_at"
@@ -266,7 +266,7 @@ class AuthStorage:
         ).format(columns=_USER_COLUMNS)
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(query, {"hash": session_hash, "idle": idle_seconds})
+            await cur.execute(query, {"hash": session_hash, "idle": idle_seconds, "active": active})
             row = await cur.fetchone()
         return (_user(row), _session(row)) if row else None
 

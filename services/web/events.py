@@ -144,7 +144,7 @@ async def stream_events(request: web.Request, person: Person) -> web.StreamRespo
                 log.info("event stream ended", extra={"fields": {"code": error.code().name, "user": person.user_id}})
                 break
             try:
-                renewed = await authenticate(backends, person.session_token)
+                renewed = await authenticate(backends, person.session_token, background=True)
             except grpc.aio.AioRpcError as exc:
                 log.info("event stream ended", extra={"fields": {"code": exc.code().name, "user": person.user_id}})
                 break

@@ -86,10 +86,16 @@ def _seconds(ts) -> float:
     return ts.seconds + ts.nanos / 1e9
 
 
-async def authenticate(backends: Backends, session_token: str) -> Person | None:
-    """The person behind a session token, or None when the session is unknown or over."""
+async def authenticate(backends: Backends, session_token: str, background: bool = False) -> Person | None:
+    """The person behind a session token, or None when the session is unknown or over.
+
+    ``background``: the person did nothing (a stream renewing its token, an automatic
+    refresh), so this does not keep the session from its idle timeout.
+    """
     try:
-        reply = await backends.auth.AuthenticateSession(auth_pb.AuthenticateSessionRequest(session_token=session_token))
+        reply = await backends.auth.AuthenticateSession(
+            auth_pb.AuthenticateSessionRequest(session_token=session_token, background=background)
+        )
     except grpc.aio.AioRpcError as exc:
         if exc.code() in _NO_SESSION:
             return None
@@ -112,12 +118,21 @@ CLEAR_COOKIE = web.RequestKey("clear_cookie", bool)
 _ANONYMOUS_PREFIXES = ("/static/", "/healthz", "/readyz", "/dev/", "/m/")
 
 
+# Set by the page's script on requests the person did not make (refreshing the dot).
+BACKGROUND_HEADER = "X-Confidant-Background"
+
+
+def is_background(request: web.Request) -> bool:
+    """Requests that are not the person's activity: the event stream and automatic refreshes."""
+    return request.path == "/api/events" or request.headers.get(BACKGROUND_HEADER) == "1"
+
+
 @web.middleware
 async def session_middleware(request: web.Request, handler):
     request[PERSON] = None
     cookie = request.cookies.get(request.app[CONFIG].session_cookie_name)
     if cookie and not request.path.startswith(_ANONYMOUS_PREFIXES):
-        person = await authenticate(request.app[BACKENDS], cookie)
+        person = await authenticate(request.app[BACKENDS], cookie, background=is_background(request))
         request[PERSON] = person
         if person is None:
             request[CLEAR_COOKIE] = True

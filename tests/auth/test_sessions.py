@@ -224,3 +224,28 @@ async def test_sessions_end_at_their_absolute_deadline_whatever_the_activity(aut
     )
     err = await rpc_error(_authenticate(auth, reply.session_token))
     assert (err.code(), err.details()) == (grpc.StatusCode.UNAUTHENTICATED, ENDED)
+
+
+async def test_background_checks_do_not_keep_an_idle_session_alive(auth):
+    """A tab left open renews its stream's token in the background; that is not activity."""
+    _, owner = await auth.practice()
+    token = (await _sign_in(auth, owner.email)).session_token
+    session_hash = hashlib.sha256(token.encode()).digest()
+    await auth.execute(
+        "UPDATE sessions SET last_seen_at = now() - interval '29 minutes' WHERE session_hash = %s",
+        (session_hash,),
+    )
+    await auth.stub.AuthenticateSession(
+        pb.AuthenticateSessionRequest(session_token=token, background=True), metadata=auth.web, timeout=5
+    )
+    [(still_old,)] = await auth.execute(
+        "SELECT now() - last_seen_at > interval '28 minutes' FROM sessions WHERE session_hash = %s",
+        (session_hash,),
+    )
+    assert still_old
+    await auth.execute(
+        "UPDATE sessions SET last_seen_at = now() - interval '30 minutes 1 second' WHERE session_hash = %s",
+        (session_hash,),
+    )
+    err = await rpc_error(_authenticate(auth, token))
+    assert (err.code(), err.details()) == (grpc.StatusCode.UNAUTHENTICATED, ENDED)

@@ -21,7 +21,7 @@ from services.web.errors import http_status, readable_message
 from services.web.events import format_event, resume_point
 from services.web.middlewares import error_middleware, same_origin
 from services.web.resources import CONFIG
-from services.web.session import is_safe_next
+from services.web.session import BACKGROUND_HEADER, is_background, is_safe_next
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -208,3 +208,11 @@ def test_a_port_in_use_is_one_clear_sentence(keys_dir):
     assert done.returncode == 1
     assert f"web: cannot listen on 127.0.0.1:{port}: the address is already in use." in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_background_requests_are_not_activity():
+    """The event stream and the page's automatic refreshes must not keep an idle session alive."""
+    assert is_background(make_mocked_request("GET", "/api/events"))
+    assert is_background(make_mocked_request("GET", "/api/unread", headers={BACKGROUND_HEADER: "1"}))
+    assert not is_background(make_mocked_request("GET", "/api/unread"))
+    assert not is_background(make_mocked_request("POST", "/api/conversations/x/messages"))

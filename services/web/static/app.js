@@ -58,8 +58,10 @@
     window.location.reload();
   }
 
-  function api(method, url, data) {
+  // background: the person did not ask for this (it must not keep an idle session alive).
+  function api(method, url, data, background) {
     var options = { method: method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+    if (background) options.headers["X-Confidant-Background"] = "1";
     if (data !== undefined) {
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(data);
@@ -91,7 +93,7 @@
   function refreshUnread() {
     if (!dot) return Promise.resolve();
     var mine = ++unreadSeq;
-    return api("GET", "/api/unread").then(function (u) {
+    return api("GET", "/api/unread", undefined, true).then(function (u) {
       if (mine === unreadSeq) dot.hidden = !(u && u.unread_messages > 0);
     }, function () {});
   }
