@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import grpc
 from confidant.auth.v1 import auth_service_pb2 as pb
 from confidant.auth.v1 import auth_service_pb2_grpc as pb_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.auth.handlers import AuthHandlers, SessionView
 from services.auth.storage import Practice, User
+from services.common.convert import PB_TO_ROLE as _PB_TO_ROLE
+from services.common.convert import ROLE_TO_PB as _ROLE_TO_PB
+from services.common.convert import timestamp as _timestamp
 from services.common.errors import InvalidArgument
 
-_ROLE_TO_PB = {
-    "owner": pb.ROLE_OWNER,
-    "clinician": pb.ROLE_CLINICIAN,
-    "team_member": pb.ROLE_TEAM_MEMBER,
-    "client": pb.ROLE_CLIENT,
-    "service_account": pb.ROLE_SERVICE_ACCOUNT,
-}
-_PB_TO_ROLE = {value: name for name, value in _ROLE_TO_PB.items()}
 _KIND_TO_PB = {"full": pb.SESSION_KIND_FULL, "magic_link": pb.SESSION_KIND_MAGIC_LINK}
 _OUTCOME_TO_PB = {
     "valid": pb.MAGIC_LINK_OUTCOME_VALID,
@@ -36,12 +28,6 @@ def _role(value: int) -> str:
         return _PB_TO_ROLE[value]
     except KeyError:
         raise InvalidArgument("Choose a role.") from None
-
-
-def _timestamp(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def _user(user: User) -> pb.User:

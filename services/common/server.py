@@ -11,6 +11,7 @@ grace period and then stops background tasks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -56,51 +57,52 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 raise Unauthenticated("This call needs an access token.")
             return self._verifier.verify(token)
 
-        def finish(started: float, principal, code: grpc.StatusCode) -> None:
-            log.info(
-                "rpc",
-                extra={
-                    "fields": {
-                        "method": method,
-                        "code": code.name,
-                        "ms": round((time.perf_counter() - started) * 1000, 2),
-                        "caller": principal.subject if principal else None,
-                    }
-                },
-            )
-
-        async def on_error(context, exc: BaseException) -> None:
-            if isinstance(exc, DomainError):
+        @contextlib.asynccontextmanager
+        async def guarded(context: grpc.aio.ServicerContext):
+            """Around one call: deadline and token checks, the caller, error mapping, the access log."""
+            started, code, who = time.perf_counter(), grpc.StatusCode.OK, None
+            try:
+                try:
+                    who = await prologue(context)
+                except DomainError as exc:
+                    await context.abort(exc.code, exc.message)
+                reset = set_caller(who)
+                try:
+                    yield
+                finally:
+                    reset_caller(reset)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except DomainError as exc:
+                code = exc.code
                 await context.abort(exc.code, exc.message)
-            log.exception("unhandled error", extra={"fields": {"method": method}})
-            await context.abort(grpc.StatusCode.INTERNAL, "Internal error.")
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unhandled error", extra={"fields": {"method": method}})
+                await context.abort(grpc.StatusCode.INTERNAL, "Internal error.")
+            finally:
+                log.info(
+                    "rpc",
+                    extra={
+                        "fields": {
+                            "method": method,
+                            "code": code.name,
+                            "ms": round((time.perf_counter() - started) * 1000, 2),
+                            "caller": who.subject if who else None,
+                        }
+                    },
+                )
 
         if handler.unary_unary:
             behaviour = handler.unary_unary
 
             async def unary_unary(request, context):
-                started, code, who = time.perf_counter(), grpc.StatusCode.OK, None
-                try:
-                    try:
-                        who = await prologue(context)
-                    except DomainError as exc:
-                        await context.abort(exc.code, exc.message)
-                    reset = set_caller(who)
-                    try:
-                        return await behaviour(request, context)
-                    finally:
-                        reset_caller(reset)
-                except grpc.aio.AbortError:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                except asyncio.CancelledError:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except Exception as exc:
-                    code = exc.code if isinstance(exc, DomainError) else grpc.StatusCode.INTERNAL
-                    await on_error(context, exc)
-                finally:
-                    finish(started, who, code)
+                async with guarded(context):
+                    return await behaviour(request, context)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary,
@@ -112,29 +114,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             stream_behaviour = handler.unary_stream
 
             async def unary_stream(request, context):
-                started, code, who = time.perf_counter(), grpc.StatusCode.OK, None
-                try:
-                    try:
-                        who = await prologue(context)
-                    except DomainError as exc:
-                        await context.abort(exc.code, exc.message)
-                    reset = set_caller(who)
-                    try:
-                        async for item in stream_behaviour(request, context):
-                            yield item
-                    finally:
-                        reset_caller(reset)
-                except grpc.aio.AbortError:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                except asyncio.CancelledError:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except Exception as exc:
-                    code = exc.code if isinstance(exc, DomainError) else grpc.StatusCode.INTERNAL
-                    await on_error(context, exc)
-                finally:
-                    finish(started, who, code)
+                async with guarded(context):
+                    async for item in stream_behaviour(request, context):
+                        yield item
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 from confidant.consent.v1 import consent_service_pb2 as pb
 from confidant.consent.v1 import consent_service_pb2_grpc as pb_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common.convert import timestamp
 from services.consent.handlers import ClientPhone, ConsentHandlers, InboundAction
 from services.consent.ledger import State
 from services.consent.storage import LedgerRow
@@ -33,8 +33,6 @@ def _phone(view: ClientPhone) -> pb.ClientPhone:
 
 
 def _entry(row: LedgerRow) -> pb.LedgerEntry:
-    created = Timestamp()
-    created.FromDatetime(row.created_at)
     return pb.LedgerEntry(
         entry_id=row.entry_id,
         client_id=row.client_id,
@@ -43,7 +41,7 @@ def _entry(row: LedgerRow) -> pb.LedgerEntry:
         source=row.source,
         phone_number=row.phone_e164 or "",
         provider_message_id=row.provider_message_id or "",
-        created_at=created,
+        created_at=timestamp(row.created_at),
     )
 
 

@@ -15,18 +15,12 @@ import grpc
 from confidant.auth.v1 import auth_service_pb2 as auth_pb
 from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
 
+from services.common.convert import role_name
 from services.common.errors import Unavailable
 from services.common.identity import STAFF_ROLES
 
 log = logging.getLogger("confidant.messaging.directory")
 
-_ROLES = {
-    auth_pb.ROLE_OWNER: "owner",
-    auth_pb.ROLE_CLINICIAN: "clinician",
-    auth_pb.ROLE_TEAM_MEMBER: "team_member",
-    auth_pb.ROLE_CLIENT: "client",
-    auth_pb.ROLE_SERVICE_ACCOUNT: "service_account",
-}
 
 
 @dataclass(frozen=True)
@@ -68,7 +62,7 @@ class Directory:
             raise Unavailable("The directory is not reachable right now; please try again.") from None
         return {
             user.user_id: Person(
-                user_id=user.user_id, practice_id=user.practice_id, role=_ROLES.get(user.role, "")
+                user_id=user.user_id, practice_id=user.practice_id, role=role_name(user.role)
             )
             for user in reply.users
         }

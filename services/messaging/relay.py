@@ -19,8 +19,8 @@ from datetime import datetime
 import grpc
 from confidant.notify.v1 import notify_service_pb2 as notify_pb
 from confidant.notify.v1 import notify_service_pb2_grpc as notify_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common.convert import timestamp
 from services.messaging.storage import OutboxItem, Storage
 
 log = logging.getLogger("confidant.messaging.relay")
@@ -30,8 +30,6 @@ PERSISTENT_FAILURE_ATTEMPTS = 5
 
 def notification_request(item: OutboxItem) -> notify_pb.EnqueueMessageNotificationsRequest:
     payload = item.payload
-    created_at = Timestamp()
-    created_at.FromDatetime(datetime.fromisoformat(payload["created_at"]))
     return notify_pb.EnqueueMessageNotificationsRequest(
         event_id=payload["event_id"],
         practice_id=payload["practice_id"],
@@ -41,7 +39,7 @@ def notification_request(item: OutboxItem) -> notify_pb.EnqueueMessageNotificati
         recipients=[
             notify_pb.Recipient(user_id=r["user_id"], is_client=r["is_client"]) for r in payload["recipients"]
         ],
-        created_at=created_at,
+        created_at=timestamp(datetime.fromisoformat(payload["created_at"])),
     )
 
 

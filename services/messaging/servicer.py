@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
 
 import grpc
 from confidant.messaging.v1 import messaging_service_pb2 as pb
 from confidant.messaging.v1 import messaging_service_pb2_grpc as pb_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common.convert import timestamp as _timestamp
 from services.messaging.handlers import Handlers, Message
 from services.messaging.storage import (
     KIND_CONVERSATION_CREATED,
@@ -28,12 +27,6 @@ _EVENT_KINDS = {
     KIND_READ_UPDATED: pb.EVENT_KIND_READ_UPDATED,
     KIND_CONVERSATION_CREATED: pb.EVENT_KIND_CONVERSATION_CREATED,
 }
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 def _settings_pb(settings: PracticeSettings) -> pb.PracticeSettings:

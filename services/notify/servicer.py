@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 from confidant.notify.v1 import notify_service_pb2 as pb
 from confidant.notify.v1 import notify_service_pb2_grpc as pb_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common.convert import timestamp
 from services.notify.handlers import NotifyHandlers, Recipient
 from services.notify.storage import MailboxRow
 
@@ -14,8 +14,6 @@ _CHANNELS = {"email": pb.CHANNEL_EMAIL, "sms": pb.CHANNEL_SMS}
 
 
 def _item(row: MailboxRow) -> pb.MailboxItem:
-    created = Timestamp()
-    created.FromDatetime(row.created_at)
     return pb.MailboxItem(
         item_id=row.item_id,
         channel=_CHANNELS.get(row.channel, pb.CHANNEL_UNSPECIFIED),
@@ -23,7 +21,7 @@ def _item(row: MailboxRow) -> pb.MailboxItem:
         subject=row.subject,
         text_body=row.text_body,
         html_body=row.html_body,
-        created_at=created,
+        created_at=timestamp(row.created_at),
     )
 
 

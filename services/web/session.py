@@ -18,25 +18,20 @@ import grpc
 from aiohttp import web
 from confidant.auth.v1 import auth_service_pb2 as auth_pb
 
+from services.common import convert
 from services.common.clients import bearer
+from services.common.identity import STAFF_ROLES
 from services.web.errors import HttpError
 from services.web.resources import BACKENDS, CONFIG, Backends
 
-ROLE_NAMES = {
-    auth_pb.ROLE_OWNER: "owner",
-    auth_pb.ROLE_CLINICIAN: "clinician",
-    auth_pb.ROLE_TEAM_MEMBER: "team_member",
-    auth_pb.ROLE_CLIENT: "client",
-    auth_pb.ROLE_SERVICE_ACCOUNT: "service_account",
-}
 ROLE_LABELS = {"owner": "Clinician", "clinician": "Clinician", "team_member": "Team member", "client": "Client"}
-STAFF_ROLES = frozenset({"owner", "clinician", "team_member"})
+
 # Codes with which auth says "this session token is no good" (rather than "auth is down").
 _NO_SESSION = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT}
 
 
 def role_name(user: auth_pb.User) -> str:
-    return ROLE_NAMES.get(user.role, "unknown")
+    return convert.role_name(user.role)
 
 
 @dataclass(frozen=True)
