@@ -75,7 +75,8 @@ class NotifyStorage:
         """Insert a job unless its dedupe key exists; return its status, or None for a duplicate.
 
         The job is 'coalesced' (never sent) when a job of the same kind for the same
-        recipient and conversation is pending or was sent within the burst window.
+        recipient and conversation is pending, or was sent or skipped (no consent)
+        within the burst window: a burst gives one alert, whatever became of it.
         """
         await conn.execute(
             "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
@@ -87,7 +88,7 @@ class NotifyStorage:
             " SELECT %(key)s, %(event)s, %(kind)s, %(channel)s, %(practice)s, %(conversation)s, %(recipient)s,"
             "  CASE WHEN EXISTS (SELECT 1 FROM notification_jobs"
             "    WHERE recipient_id = %(recipient)s AND conversation_id = %(conversation)s AND kind = %(kind)s"
-            "      AND status IN ('pending', 'sent')"
+            "      AND status IN ('pending', 'sent', 'skipped')"
             "      AND created_at > now() - make_interval(secs => %(burst)s))"
             "  THEN 'coalesced' ELSE 'pending' END"
             " ON CONFLICT (dedupe_key) DO NOTHING RETURNING status",

@@ -121,6 +121,22 @@ async def test_a_burst_of_messages_gives_one_email_per_conversation(stack, offic
 # -- text messages ---------------------------------------------------------------------------
 
 
+async def test_a_burst_to_a_client_without_consent_asks_consent_once(stack, office):
+    """A skipped text still stands for its burst: the next message in the window adds no text job."""
+    practice, client = office
+    conv = conversation()
+    await stack.enqueue(practice.practice.practice_id, conv, [(client.user_id, True)])
+    assert ("message_sms", "skipped", "no consent") in await stack.settled(client.user_id)
+    await stack.enqueue(practice.practice.practice_id, conv, [(client.user_id, True)])
+    await stack.settled(client.user_id)
+    rows = await stack.notify_sql(
+        "SELECT status FROM notification_jobs WHERE recipient_id = %s AND conversation_id = %s"
+        " AND kind = 'message_sms' ORDER BY job_id",
+        (client.user_id, conv),
+    )
+    assert rows == [("skipped",), ("coalesced",)]
+
+
 async def test_a_text_goes_only_to_a_number_with_consent(stack, office):
     practice, client = office
     typed, e164 = new_phone()
