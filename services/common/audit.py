@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import psycopg
 
@@ -36,7 +36,8 @@ GENESIS = "0" * 64
 def _row_hash(prev_hash: str, occurred_at: datetime, practice_id: str, actor: str, action: str,
               target: str, outcome: str, detail: dict) -> str:
     canonical = json.dumps(
-        [prev_hash, occurred_at.isoformat(), practice_id, actor, action, target, outcome, detail],
+        # In UTC: the same instant hashes alike whatever the session's time zone.
+        [prev_hash, occurred_at.astimezone(UTC).isoformat(), practice_id, actor, action, target, outcome, detail],
         sort_keys=True, separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -60,8 +61,8 @@ async def record(
         cur = await conn.execute("SELECT row_hash FROM audit_events ORDER BY event_id DESC LIMIT 1")
         last = await cur.fetchone()
         prev_hash = last[0] if last else GENESIS
-        cur = await conn.execute("SELECT date_trunc('milliseconds', now())")
-        (occurred_at,) = await cur.fetchone()
+        now = datetime.now(UTC)
+        occurred_at = now.replace(microsecond=now.microsecond // 1000 * 1000)
         row_hash = _row_hash(prev_hash, occurred_at, practice_id, actor, action, target, outcome, detail)
         await conn.execute(
             "INSERT INTO audit_events (occurred_at, practice_id, actor, action, target, outcome, detail,"

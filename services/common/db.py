@@ -80,12 +80,16 @@ async def wait_for_database(url: str, timeout_seconds: float = 30.0) -> None:
 
 
 async def open_pool(url: str, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
+    # No per-checkout check (check_connection): it costs a round trip on every
+    # query. A connection that broke while idle fails its one request (retryable:
+    # sends carry idempotency keys) and the pool replaces it; idle connections are
+    # recycled after max_idle.
     pool = AsyncConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
         open=False,
-        check=AsyncConnectionPool.check_connection,
+        max_idle=300,
         kwargs={"autocommit": True},
     )
     await pool.open(wait=True, timeout=30)
