@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.config import DEFAULT_PORTS, PREFIX, CommonConfig, ConfigError, Env
+from services.common.config import DEFAULT_PORTS, PREFIX, CommonConfig, ConfigError, Env, service_target
 
 # Passwords longer than this are refused outright: hashing megabytes of input is
 # a cheap way to load the server, and nobody types more.
 PASSWORD_HARD_MAX_LENGTH = 1024
 # PRODUCT.md: passwords "up to at least 128" characters must be accepted.
 PASSWORD_MAX_LENGTH_FLOOR = 128
+# NIST SP 800-63B: lock well before 100 consecutive failed attempts.
+SIGN_IN_LOCK_AFTER_FAILURES_MAX = 99
 
 
 @dataclass(frozen=True)
 class AuthConfig:
     common: CommonConfig
+    # Where notify is reached (the lock email).
+    notify_target: str = "127.0.0.1:50054"
     # A quick sign-in link works for this long after it was sent.
     magic_link_ttl_seconds: int = 900
     # Full sessions end after this much inactivity ...
@@ -30,6 +34,20 @@ class AuthConfig:
     purge_interval_seconds: int = 3600
     session_retention_seconds: int = 7 * 86400
     magic_link_retention_seconds: int = 30 * 86400
+    # Sign-in throttling. After this many consecutive failures an account refuses
+    # attempts for 2^(failures - this) seconds (at most sign_in_max_delay_seconds) ...
+    sign_in_delay_after_failures: int = 5
+    sign_in_max_delay_seconds: int = 300
+    # ... and after this many it is locked for sign_in_lock_seconds (and its owner emailed).
+    sign_in_lock_after_failures: int = 10
+    sign_in_lock_seconds: int = 900
+    # Sign-in and magic-link attempts per client address per window, across accounts.
+    sign_in_address_limit: int = 30
+    sign_in_address_window_seconds: int = 60
+    # Failure counts (and address windows) untouched this long are forgotten by the hourly sweep.
+    sign_in_failure_memory_seconds: int = 86400
+    # The lock-email outbox is relayed at once, and retried this often while notify is down.
+    notice_retry_seconds: int = 10
 
     @classmethod
     def load(cls, env: Env) -> AuthConfig:
@@ -45,6 +63,15 @@ class AuthConfig:
             purge_interval_seconds=positive("PURGE_INTERVAL_SECONDS", 3600),
             session_retention_seconds=positive("SESSION_RETENTION_SECONDS", 7 * 86400),
             magic_link_retention_seconds=positive("MAGIC_LINK_RETENTION_SECONDS", 30 * 86400),
+            notify_target=service_target(env, "notify"),
+            sign_in_delay_after_failures=positive("SIGN_IN_DELAY_AFTER_FAILURES", 5),
+            sign_in_max_delay_seconds=positive("SIGN_IN_MAX_DELAY_SECONDS", 300),
+            sign_in_lock_after_failures=positive("SIGN_IN_LOCK_AFTER_FAILURES", 10),
+            sign_in_lock_seconds=positive("SIGN_IN_LOCK_SECONDS", 900),
+            sign_in_address_limit=positive("SIGN_IN_ADDRESS_LIMIT", 30),
+            sign_in_address_window_seconds=positive("SIGN_IN_ADDRESS_WINDOW_SECONDS", 60),
+            sign_in_failure_memory_seconds=positive("SIGN_IN_FAILURE_MEMORY_SECONDS", 86400),
+            notice_retry_seconds=positive("NOTICE_RETRY_SECONDS", 10),
         )
         if not PASSWORD_MAX_LENGTH_FLOOR <= config.password_max_length <= PASSWORD_HARD_MAX_LENGTH:
             raise ConfigError(
@@ -53,4 +80,13 @@ class AuthConfig:
             )
         if config.password_min_length > config.password_max_length:
             raise ConfigError(f"{PREFIX}PASSWORD_MIN_LENGTH must not exceed {PREFIX}PASSWORD_MAX_LENGTH.")
+        if config.sign_in_delay_after_failures > config.sign_in_lock_after_failures:
+            raise ConfigError(
+                f"{PREFIX}SIGN_IN_DELAY_AFTER_FAILURES must not exceed {PREFIX}SIGN_IN_LOCK_AFTER_FAILURES."
+            )
+        if config.sign_in_lock_after_failures > SIGN_IN_LOCK_AFTER_FAILURES_MAX:
+            raise ConfigError(
+                f"{PREFIX}SIGN_IN_LOCK_AFTER_FAILURES must be at most {SIGN_IN_LOCK_AFTER_FAILURES_MAX} "
+                "(NIST SP 800-63B allows no more than 100 consecutive failures)."
+            )
         return config

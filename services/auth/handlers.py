@@ -12,18 +12,28 @@ import hashlib
 import logging
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.auth.config import AuthConfig
 from services.auth.passwords import Passwords, check_password_rules
-from services.auth.storage import AuditEvent, AuthStorage, Practice, Redemption, SessionRecord, User
+from services.auth.storage import (
+    AccountNotice,
+    AuditEvent,
+    AuthStorage,
+    FailureOutcome,
+    Practice,
+    Redemption,
+    SessionRecord,
+    User,
+)
 from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
 )
 from services.common.identity import (
@@ -40,6 +50,8 @@ log = logging.getLogger("confidant.auth")
 
 SIGN_IN_FAILED = "Email or password is incorrect."
 SESSION_ENDED = "Your session has ended."
+# The one answer while an account or an address is throttled, whether or not the account exists.
+TOO_MANY_ATTEMPTS = "Too many sign-in attempts. Please wait a few minutes and try again."
 
 # Roles CreateUser may add; owners come with their practice, service accounts elsewhere.
 CREATABLE_ROLES = frozenset({"clinician", "team_member", "client"})
@@ -138,9 +150,16 @@ def _client_address(value: str) -> dict:
 
 class AuthHandlers:
     def __init__(
-        self, config: AuthConfig, storage: AuthStorage, passwords: Passwords, signer: TokenSigner
+        self,
+        config: AuthConfig,
+        storage: AuthStorage,
+        passwords: Passwords,
+        signer: TokenSigner,
+        notice_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self._config = config
+        # Called after a lock email is committed to the outbox, to relay it at once.
+        self._notice_queued = notice_queued
         self._storage = storage
         self._passwords = passwords
         self._signer = signer
@@ -309,34 +328,122 @@ class AuthHandlers:
             expires_at = record.expires_at
         return SessionView(record.kind, expires_at, record.conversation_id)
 
+    async def _sign_in_failed(
+        self, account_key: str, user: User | None, actor: str, practice_id: str, detail: dict
+    ) -> None:
+        """Count the failure, apply its delay or lock, queue the lock email, audit it all together."""
+        lock_minutes = max(1, round(self._config.sign_in_lock_seconds / 60))
+
+        def events(outcome: FailureOutcome) -> list[AuditEvent]:
+            extra = {"failures": outcome.failures}
+            if outcome.block_seconds and not outcome.locked:
+                extra["delay_seconds"] = outcome.block_seconds
+            rows = [
+                AuditEvent(
+                    actor=actor,
+                    action="sign_in",
+                    outcome="failure",
+                    target=user.user_id if user else "",
+                    practice_id=practice_id,
+                    detail={**detail, **extra},
+                )
+            ]
+            if outcome.locked:
+                rows.append(
+                    AuditEvent(
+                        actor=actor,
+                        action="sign_in.lock",
+                        outcome="locked",
+                        target=user.user_id if user else "",
+                        practice_id=practice_id,
+                        detail={**detail, "failures": outcome.failures, "lock_seconds": outcome.block_seconds},
+                    )
+                )
+            return rows
+
+        def notice(outcome: FailureOutcome) -> AccountNotice | None:
+            if not outcome.locked or user is None:
+                return None
+            return AccountNotice(0, user.user_id, "locked", lock_minutes)
+
+        outcome = await self._storage.record_sign_in_failure(account_key, self._block, events, notice)
+        if outcome.locked:
+            log.warning(
+                "account locked",
+                extra={"fields": {"user_id": user.user_id if user else "", "failures": outcome.failures}},
+            )
+            if user is not None:
+                self._notice_queued()
+
+    def _block(self, failures: int) -> tuple[int, bool]:
+        """How long an account refuses attempts after ``failures`` consecutive failures, and whether that is a lock."""
+        config = self._config
+        if failures >= config.sign_in_lock_after_failures:
+            return config.sign_in_lock_seconds, True
+        if failures >= config.sign_in_delay_after_failures:
+            exponent = failures - config.sign_in_delay_after_failures
+            # Capped before exponentiation so a large configured gap cannot build a huge number.
+            delay = config.sign_in_max_delay_seconds if exponent >= 31 else 2**exponent
+            return min(delay, config.sign_in_max_delay_seconds), False
+        return 0, False
+
+    async def _address_over_limit(self, client_address: str) -> bool:
+        """Count an attempt from this address; True when it is over the per-address limit."""
+        address = client_address.strip()[:MAX_CLIENT_ADDRESS_LENGTH]
+        if not address:
+            return False  # nothing to key on (web always sends the address)
+        attempts = await self._storage.count_address_attempt(
+            address, self._config.sign_in_address_window_seconds
+        )
+        return attempts > self._config.sign_in_address_limit
+
     async def sign_in(self, email: str, password: str, client_address: str) -> SignedIn:
         principal = require_service("web")
         email = email.strip().lower()
         if not email or not password:
             raise InvalidArgument("Enter your email and password.")
-        detail = _client_address(client_address)
+        detail = {**_client_address(client_address), "via": principal.service_name}
+        email_sha256 = hashlib.sha256(email.encode()).hexdigest()
         found = await self._storage.user_credentials(email) if len(email) <= MAX_EMAIL_LENGTH else None
+        # Unknown emails are counted and throttled like accounts, under the email's hash.
+        if found is None:
+            account_key, actor, practice_id = f"email:{email_sha256}", "unknown", ""
+            detail["email_sha256"] = email_sha256
+        else:
+            account_key, actor, practice_id = found[0].user_id, found[0].user_id, found[0].practice_id
+        target = actor if found else ""
+
+        # Throttled: refused before the password is looked at, so a locked account
+        # never reveals whether it was right, and known and unknown answer alike.
+        reason = ""
+        if await self._address_over_limit(client_address):
+            reason = "address"
+        else:
+            state = await self._storage.throttle_state(account_key)
+            if state.blocked:
+                reason = "locked" if state.locked else "delayed"
+        if reason:
+            await self._storage.record_audit(
+                AuditEvent(
+                    actor=actor,
+                    action="sign_in",
+                    outcome="throttled",
+                    target=target,
+                    practice_id=practice_id,
+                    detail={**detail, "reason": reason},
+                )
+            )
+            log.info("sign-in throttled", extra={"fields": {"reason": reason, "user_id": target}})
+            raise ResourceExhausted(TOO_MANY_ATTEMPTS)
+
         password_hash = found[1] if found else None
         # Over-long passwords are never valid; check a short one so the time spent matches.
         candidate = password if len(password) <= self._config.password_max_length else ""
         ok = await self._passwords.verify(password_hash, candidate) and bool(candidate)
         if found is None or not ok:
-            if found is None:
-                actor, practice_id = "unknown", ""
-                detail["email_sha256"] = hashlib.sha256(email.encode()).hexdigest()
-            else:
-                actor, practice_id = found[0].user_id, found[0].practice_id
-            await self._storage.record_audit(
-                AuditEvent(
-                    actor=actor,
-                    action="sign_in",
-                    outcome="failure",
-                    target=actor if found else "",
-                    practice_id=practice_id,
-                    detail={**detail, "via": principal.service_name},
-                )
-            )
+            await self._sign_in_failed(account_key, found[0] if found else None, actor, practice_id, detail)
             raise Unauthenticated(SIGN_IN_FAILED)
+        await self._storage.clear_sign_in_failures(account_key)
         user, password_hash = found
         if password_hash and self._passwords.needs_rehash(password_hash):
             await self._storage.update_password_hash(user.user_id, await self._passwords.hash(password))
@@ -455,6 +562,17 @@ class AuthHandlers:
     async def redeem_magic_link(self, token: str, client_address: str) -> RedeemResult:
         principal = require_service("web")
         detail = {**_client_address(client_address), "via": principal.service_name}
+        if await self._address_over_limit(client_address):
+            await self._storage.record_audit(
+                AuditEvent(
+                    actor="unknown",
+                    action="magic_link.redeem",
+                    outcome="throttled",
+                    detail={**detail, "reason": "address"},
+                )
+            )
+            log.info("magic-link redemption throttled", extra={"fields": {"reason": "address"}})
+            raise ResourceExhausted(TOO_MANY_ATTEMPTS)
         if not token or len(token) > MAX_TOKEN_LENGTH:
             await self._storage.record_audit(
                 AuditEvent(actor="unknown", action="magic_link.redeem", outcome="unknown", detail=detail)
@@ -493,4 +611,5 @@ class AuthHandlers:
             )
             if sessions or links:
                 log.info("purged", extra={"fields": {"sessions": sessions, "magic_links": links}})
+            await self._storage.purge_throttling(self._config.sign_in_failure_memory_seconds)
             await asyncio.sleep(self._config.purge_interval_seconds)

@@ -67,6 +67,30 @@ class Redemption:
 
 
 @dataclass(frozen=True)
+class Throttle:
+    """An account's sign-in state: consecutive failures and whether attempts are refused now."""
+
+    failures: int
+    blocked: bool
+    locked: bool
+
+
+@dataclass(frozen=True)
+class FailureOutcome:
+    failures: int
+    block_seconds: int  # 0: none
+    locked: bool  # this failure locked the account
+
+
+@dataclass(frozen=True)
+class AccountNotice:
+    notice_id: int
+    user_id: str
+    kind: str
+    lock_minutes: int
+
+
+@dataclass(frozen=True)
 class AuditEvent:
     actor: str
     action: str
@@ -361,6 +385,93 @@ class AuthStorage:
         )
         return await cur.fetchone()
 
+    # -- sign-in throttling ---------------------------------------------------------------
+
+    async def count_address_attempt(self, client_address: str, window_seconds: int) -> int:
+        """Count one attempt from ``client_address`` in the current fixed window; return the window's total."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO address_attempts (client_address, window_start, attempts)"
+                " VALUES (%(address)s, to_timestamp(floor(extract(epoch FROM now()) / %(window)s) * %(window)s), 1)"
+                " ON CONFLICT (client_address, window_start)"
+                " DO UPDATE SET attempts = address_attempts.attempts + 1 RETURNING attempts",
+                {"address": client_address, "window": window_seconds},
+            )
+            (attempts,) = await cur.fetchone()
+        return attempts
+
+    async def throttle_state(self, account_key: str) -> Throttle:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT failures, coalesce(blocked_until > now(), false), locked AND coalesce(blocked_until > now(), false)"
+                " FROM sign_in_throttle WHERE account_key = %s",
+                (account_key,),
+            )
+            row = await cur.fetchone()
+        return Throttle(*row) if row else Throttle(0, False, False)
+
+    async def record_sign_in_failure(
+        self,
+        account_key: str,
+        block_seconds: Callable[[int], tuple[int, bool]],
+        event: Callable[[FailureOutcome], list[AuditEvent]],
+        notice: Callable[[FailureOutcome], AccountNotice | None],
+    ) -> FailureOutcome:
+        """Count one more consecutive failure and apply its delay or lock, with the audit rows.
+
+        ``block_seconds(failures)`` says how long attempts are refused now and whether
+        that is a lock; ``notice`` is the lock email to queue in the same transaction.
+        """
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO sign_in_throttle (account_key, failures) VALUES (%s, 1)"
+                " ON CONFLICT (account_key) DO UPDATE"
+                " SET failures = sign_in_throttle.failures + 1, updated_at = now() RETURNING failures",
+                (account_key,),
+            )
+            (failures,) = await cur.fetchone()
+            seconds, locked = block_seconds(failures)
+            if seconds:
+                await conn.execute(
+                    "UPDATE sign_in_throttle SET blocked_until = now() + make_interval(secs => %s), locked = %s"
+                    " WHERE account_key = %s",
+                    (seconds, locked, account_key),
+                )
+            outcome = FailureOutcome(failures, seconds, locked)
+            queued = notice(outcome)
+            if queued is not None:
+                await conn.execute(
+                    "INSERT INTO account_notices (user_id, kind, lock_minutes) VALUES (%s, %s, %s)",
+                    (queued.user_id, queued.kind, queued.lock_minutes),
+                )
+            for item in event(outcome):
+                await _record(conn, item)
+        return outcome
+
+    async def clear_sign_in_failures(self, account_key: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("DELETE FROM sign_in_throttle WHERE account_key = %s", (account_key,))
+
+    # -- account notices (the lock email's outbox) ---------------------------------------------
+
+    async def claim_account_notices(self, limit: int, lease_seconds: int) -> list[AccountNotice]:
+        """Take due notices; other relays skip them until the lease runs out."""
+        async with self._pool.connection() as conn, conn.cursor(row_factory=class_row(AccountNotice)) as cur:
+            await cur.execute(
+                "UPDATE account_notices SET next_attempt_at = now() + make_interval(secs => %s),"
+                " attempts = attempts + 1"
+                " WHERE notice_id IN (SELECT notice_id FROM account_notices"
+                "   WHERE sent_at IS NULL AND next_attempt_at <= now()"
+                "   ORDER BY next_attempt_at, notice_id LIMIT %s FOR UPDATE SKIP LOCKED)"
+                " RETURNING notice_id, user_id::text AS user_id, kind, lock_minutes",
+                (lease_seconds, limit),
+            )
+            return await cur.fetchall()
+
+    async def account_notice_sent(self, notice_id: int) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("UPDATE account_notices SET sent_at = now() WHERE notice_id = %s", (notice_id,))
+
     # -- housekeeping ------------------------------------------------------------------
 
     async def purge_expired(
@@ -379,3 +490,19 @@ class AuthStorage:
                 (magic_link_retention_seconds,),
             )
             return sessions, cur.rowcount
+
+    async def purge_throttling(self, keep_seconds: int) -> None:
+        """Forget failure counts untouched for ``keep_seconds`` and past blocks, old address windows, sent notices."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "DELETE FROM sign_in_throttle WHERE updated_at < now() - make_interval(secs => %(keep)s)"
+                " AND (blocked_until IS NULL OR blocked_until < now())",
+                {"keep": keep_seconds},
+            )
+            await conn.execute(
+                "DELETE FROM address_attempts WHERE window_start < now() - make_interval(secs => %s)",
+                (keep_seconds,),
+            )
+            await conn.execute(
+                "DELETE FROM account_notices WHERE sent_at < now() - make_interval(secs => %s)", (keep_seconds,)
+            )

@@ -20,6 +20,10 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 # Ten SMS segments; consent replies are far shorter.
 MAX_SMS_BODY = 1600
+ACCOUNT_NOTICES = frozenset({"locked"})
+MAX_DEDUPE_KEY = 200
+DEFAULT_LOCK_MINUTES = 15
+MAX_LOCK_MINUTES = 7 * 24 * 60
 MAILBOX_DEV_ONLY = "The development mailbox exists only in development mode."
 
 
@@ -92,6 +96,32 @@ class NotifyHandlers:
             if created:
                 await self._storage.wake_workers(conn)
         # Queued either now or by the first call with the same in_reply_to.
+        return True
+
+    async def send_account_notice(self, user_id: str, kind: str, dedupe_key: str, lock_minutes: int) -> bool:
+        """Queue an email to an account's owner about their account; a repeated dedupe key queues nothing more."""
+        require_service("auth")
+        try:
+            user_id = str(uuid.UUID(user_id))
+        except (ValueError, AttributeError):
+            raise InvalidArgument("user_id must be a user id.") from None
+        if kind not in ACCOUNT_NOTICES:
+            raise InvalidArgument("Choose the kind of account notice.")
+        dedupe_key = dedupe_key.strip()
+        if not dedupe_key:
+            raise InvalidArgument("dedupe_key is required.")
+        if len(dedupe_key) > MAX_DEDUPE_KEY:
+            raise InvalidArgument(f"dedupe_key must be at most {MAX_DEDUPE_KEY} characters long.")
+        if not 0 <= lock_minutes <= MAX_LOCK_MINUTES:
+            raise InvalidArgument(f"lock_minutes must be between 0 and {MAX_LOCK_MINUTES}.")
+        async with self._storage.transaction() as conn:
+            created = await self._storage.add_account_notice_job(
+                conn, f"account_notice:{dedupe_key}", user_id, kind, lock_minutes or DEFAULT_LOCK_MINUTES
+            )
+            if created:
+                await self._storage.wake_workers(conn)
+        if created:
+            log.info("account notice enqueued", extra={"fields": {"user_id": user_id, "notice": kind}})
         return True
 
     async def list_mailbox(self, page_size: int, to_address: str) -> list[MailboxRow]:

@@ -42,3 +42,25 @@ def message_sms(to: str, practice_name: str) -> Sms:
         to=to,
         body=f"{practice_name}: you have a new secure message. Check your email to read it. Reply STOP to opt out.",
     )
+
+
+ACCOUNT_LOCKED_SUBJECT = "Your Confidant account was locked"
+
+
+def account_locked_email(to: str, minutes: int) -> Email:
+    paragraphs = [
+        f"Sign-in to your Confidant account was locked for {minutes} minutes after repeated failed sign-in attempts.",
+        f"If this was you, wait {minutes} minutes and try again.",
+        "If it wasn't you, contact your practice: someone may be trying to guess your password.",
+    ]
+    text = "\n\n".join(paragraphs) + "\n"
+    body_html = (
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(ACCOUNT_LOCKED_SUBJECT)}</title></head>\n"
+        '<body style="font-family: system-ui, sans-serif; line-height: 1.5; color: #1f2933; margin: 0; padding: 24px;">\n'
+        + "".join(f"<p>{html.escape(p)}</p>\n" for p in paragraphs)
+        + "</body></html>\n"
+    )
+    return Email(to=to, subject=ACCOUNT_LOCKED_SUBJECT, text_body=text, html_body=body_html)

@@ -11,6 +11,7 @@ from services.notify.handlers import NotifyHandlers, Recipient
 from services.notify.storage import MailboxRow
 
 _CHANNELS = {"email": pb.CHANNEL_EMAIL, "sms": pb.CHANNEL_SMS}
+_NOTICES = {pb.ACCOUNT_NOTICE_KIND_LOCKED: "locked"}
 
 
 def _item(row: MailboxRow) -> pb.MailboxItem:
@@ -51,3 +52,11 @@ class NotifyServicer(pb_grpc.NotifyServiceServicer):
     ) -> pb.ListMailboxResponse:
         rows = await self._handlers.list_mailbox(request.page_size, request.to_address)
         return pb.ListMailboxResponse(items=[_item(row) for row in rows])
+
+    async def SendAccountNotice(
+        self, request: pb.SendAccountNoticeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SendAccountNoticeResponse:
+        queued = await self._handlers.send_account_notice(
+            request.user_id, _NOTICES.get(request.kind, ""), request.dedupe_key, request.lock_minutes
+        )
+        return pb.SendAccountNoticeResponse(queued=queued)

@@ -30,6 +30,8 @@ class Job:
     to_address: str | None
     body: str | None
     attempts: int
+    notice: str = ""
+    notice_minutes: int = 0
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,8 @@ class MailboxRow:
 
 
 _JOB_COLUMNS = (
-    "job_id, kind, channel, event_id, practice_id, conversation_id, recipient_id, to_address, body, attempts"
+    "job_id, kind, channel, event_id, practice_id, conversation_id, recipient_id, to_address, body, attempts,"
+    " notice, notice_minutes"
 )
 
 
@@ -107,6 +110,18 @@ class NotifyStorage:
             " VALUES (%s, 'sms_reply', 'sms', %s, %s, 'pending')"
             " ON CONFLICT (dedupe_key) DO NOTHING RETURNING job_id",
             (dedupe_key, to, body),
+        )
+        return await cur.fetchone() is not None
+
+    async def add_account_notice_job(
+        self, conn: psycopg.AsyncConnection, dedupe_key: str, user_id: str, notice: str, minutes: int
+    ) -> bool:
+        """Queue an account notice email; False when one with this dedupe key was queued before."""
+        cur = await conn.execute(
+            "INSERT INTO notification_jobs (dedupe_key, kind, channel, recipient_id, notice, notice_minutes, status)"
+            " VALUES (%s, 'account_notice', 'email', %s, %s, %s, 'pending')"
+            " ON CONFLICT (dedupe_key) DO NOTHING RETURNING job_id",
+            (dedupe_key, user_id, notice, minutes),
         )
         return await cur.fetchone() is not None
 

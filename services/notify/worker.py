@@ -78,6 +78,8 @@ class Deliverer:
             await self._message_email(job)
         elif job.kind == "message_sms":
             await self._message_sms(job)
+        elif job.kind == "account_notice":
+            await self._account_notice(job)
         elif job.kind == "sms_reply":
             await self._transport.send_sms(Sms(to=job.to_address or "", body=job.body or ""))
         else:
@@ -100,6 +102,14 @@ class Deliverer:
         )
         await self._transport.send_email(email)
 
+    async def _account_notice(self, job: Job) -> None:
+        if job.notice != "locked":
+            raise PermanentFailure(f"unknown notice {job.notice}")
+        user = await self._recipient(job, same_practice=False)
+        if not user.email:
+            raise PermanentFailure("recipient has no email address")
+        await self._transport.send_email(render.account_locked_email(user.email, job.notice_minutes))
+
     async def _message_sms(self, job: Job) -> None:
         # Asked right before sending, never cached: a STOP a second ago must count.
         answer = await self._consent.CheckSmsAllowed(consent_pb.CheckSmsAllowedRequest(client_id=job.recipient_id))
@@ -109,7 +119,7 @@ class Deliverer:
         practice_name = await self._practice_name(job.practice_id)
         await self._transport.send_sms(render.message_sms(answer.phone_number, practice_name))
 
-    async def _recipient(self, job: Job) -> auth_pb.User:
+    async def _recipient(self, job: Job, same_practice: bool = True) -> auth_pb.User:
         try:
             reply = await self._auth.GetUsers(auth_pb.GetUsersRequest(user_ids=[job.recipient_id]))
         except grpc.aio.AioRpcError as exc:
@@ -118,7 +128,7 @@ class Deliverer:
             raise
         for user in reply.users:
             if user.user_id == job.recipient_id:
-                if user.practice_id != job.practice_id:
+                if same_practice and user.practice_id != job.practice_id:
                     raise PermanentFailure("recipient is not in the practice")
                 return user
         raise PermanentFailure("recipient not found")
