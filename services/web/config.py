@@ -16,6 +16,10 @@ from services.common.config import PREFIX, ConfigError, Env, service_target
 
 GRPC_SERVICES = ("auth", "messaging", "consent", "notify")
 DEFAULT_WEB_PORT = 8080
+SESSION_COOKIE = "confidant_session"
+# Over HTTPS the cookie carries the __Host- prefix: browsers then accept it only
+# when it is Secure, has Path=/ and no Domain, so no subdomain can set or shadow it.
+HOST_PREFIX = "__Host-"
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -35,7 +39,7 @@ class WebConfig:
     log_level: str = "INFO"
     # host:port of each gRPC service.
     targets: Mapping[str, str] = field(default_factory=dict)
-    session_cookie_name: str = "confidant_session"
+    session_cookie_name: str = SESSION_COOKIE
     # Cookies only over HTTPS (on in production).
     secure_cookies: bool = False
     # Deadline of ordinary gRPC calls.
@@ -69,6 +73,15 @@ class WebConfig:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"{PREFIX}PUBLIC_URL must be an http(s) URL, not {public_url!r}.")
 
+        secure_cookies = env.bool("SECURE_COOKIES", mode == "production")
+        default_cookie = f"{HOST_PREFIX}{SESSION_COOKIE}" if secure_cookies else SESSION_COOKIE
+        session_cookie_name = env.str("SESSION_COOKIE_NAME", default_cookie)
+        if session_cookie_name.startswith(HOST_PREFIX) and not secure_cookies:
+            raise ConfigError(
+                f"{PREFIX}SESSION_COOKIE_NAME may start with {HOST_PREFIX} only with secure cookies "
+                "(browsers refuse such a cookie without Secure)."
+            )
+
         positive_int, positive_float = env.positive_int, env.positive_float
         return cls(
             mode=mode,
@@ -77,8 +90,8 @@ class WebConfig:
             keys_dir=env.path("KEYS_DIR", ".data/keys"),
             log_level=env.str("LOG_LEVEL", "INFO"),
             targets={svc: service_target(env, svc) for svc in GRPC_SERVICES},
-            session_cookie_name=env.str("SESSION_COOKIE_NAME", "confidant_session"),
-            secure_cookies=env.bool("SECURE_COOKIES", mode == "production"),
+            session_cookie_name=session_cookie_name,
+            secure_cookies=secure_cookies,
             rpc_deadline_seconds=positive_float("WEB_RPC_DEADLINE_SECONDS", 5.0),
             stream_deadline_seconds=positive_float("WEB_STREAM_DEADLINE_SECONDS", 600.0),
             keepalive_seconds=positive_float("WEB_KEEPALIVE_SECONDS", 15.0),

@@ -16,7 +16,7 @@ from aiohttp import web
 from services.web import templates
 from services.web.errors import FALLBACK_MESSAGES, HttpError, from_rpc_error
 from services.web.resources import CONFIG
-from services.web.session import PERSON, sign_in_url
+from services.web.session import PERSON, SESSION_ENDED_MESSAGE, sign_in_url
 
 log = logging.getLogger("confidant.web")
 
@@ -79,8 +79,13 @@ async def error_middleware(request: web.Request, handler):
         error = from_rpc_error(exc)
         level = logging.WARNING if error.status >= 500 else logging.INFO
         log.log(level, "backend call failed", extra={"fields": {"route": route_name(request), "code": exc.code().name}})
+        if error.status == 401 and request.get(PERSON) is not None:
+            # The session ended between checks (its access token ran out with it): sign in again and come back.
+            if not is_api(request):
+                portal = request.path.startswith("/portal")
+                raise web.HTTPSeeOther(sign_in_url(request, portal=portal, ended=True)) from None
+            return error_response(request, 401, SESSION_ENDED_MESSAGE)
         if error.status == 401 and not is_api(request):
-            # The session ended between checks: sign in again and come back.
             raise web.HTTPSeeOther(sign_in_url(request, portal=request.path.startswith("/portal"))) from None
         return error_response(request, error.status, error.message)
     except HttpError as exc:

@@ -9,6 +9,7 @@ that the edge forwards to the other services on the person's behalf.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from services.common.clients import bearer
 from services.common.identity import STAFF_ROLES
 from services.web.errors import HttpError
 from services.web.resources import BACKENDS, CONFIG, Backends
+
+log = logging.getLogger("confidant.web")
 
 ROLE_LABELS = {"owner": "Clinician", "clinician": "Clinician", "team_member": "Team member", "client": "Client"}
 
@@ -109,6 +112,11 @@ PERSON = web.RequestKey("person", object)
 # Set when the request carried a session cookie that is no longer valid: the response clears it.
 CLEAR_COOKIE = web.RequestKey("clear_cookie", bool)
 
+# What a person whose session is over (idle, absolute end, quick-link window, sign-out
+# elsewhere) reads: on the sign-in page they are sent to, and in the API's 401.
+SESSION_ENDED_MESSAGE = "You were signed out because your session ended. Please sign in again."
+SIGN_IN_MESSAGE = "Please sign in."
+
 # Paths that never need the person (no call to auth for them).
 _ANONYMOUS_PREFIXES = ("/static/", "/healthz", "/readyz", "/dev/", "/m/")
 
@@ -153,27 +161,48 @@ def current(request: web.Request) -> Person | None:
     return request[PERSON]
 
 
+def session_ended(request: web.Request) -> bool:
+    """The request carried a session cookie, but its session is over."""
+    return bool(request.get(CLEAR_COOKIE))
+
+
+def session_cookie_options(config) -> dict:
+    """The attributes of the session cookie (``__Host-`` names need Secure, Path=/ and no Domain)."""
+    return {"path": "/", "httponly": True, "samesite": "Lax", "secure": config.secure_cookies}
+
+
 def set_session_cookie(request: web.Request, response: web.StreamResponse, session_token: str) -> None:
     config = request.app[CONFIG]
-    response.set_cookie(
-        config.session_cookie_name,
-        session_token,
-        path="/",
-        httponly=True,
-        samesite="Lax",
-        secure=config.secure_cookies,
-    )
+    response.set_cookie(config.session_cookie_name, session_token, **session_cookie_options(config))
+
+
+async def end_previous_session(request: web.Request, new_session_token: str) -> None:
+    """At sign-in (password or quick link): revoke the session this browser held before.
+
+    The new session's cookie replaces the old one; the old session must not live on
+    server-side where anyone holding a copy of that cookie could still use it.
+    """
+    old = request.cookies.get(request.app[CONFIG].session_cookie_name)
+    if not old or old == new_session_token:
+        return
+    try:
+        await request.app[BACKENDS].auth.SignOut(auth_pb.SignOutRequest(session_token=old))
+    except grpc.aio.AioRpcError as exc:
+        # Already over or unknown: nothing to revoke. Anything else must not block the new sign-in.
+        if exc.code() not in _NO_SESSION:
+            log.warning("could not end the previous session", extra={"fields": {"code": exc.code().name}})
 
 
 def clear_session_cookie(request: web.Request, response: web.StreamResponse) -> None:
     config = request.app[CONFIG]
-    response.del_cookie(config.session_cookie_name, path="/", secure=config.secure_cookies, httponly=True,
-                        samesite="Lax")
+    response.del_cookie(config.session_cookie_name, **session_cookie_options(config))
 
 
-def sign_in_url(request: web.Request, portal: bool) -> str:
+def sign_in_url(request: web.Request, portal: bool, ended: bool = False) -> str:
+    """Sign-in, then back to this page; ``ended`` makes the sign-in page say the session ended."""
     base = "/portal/sign-in" if portal else "/sign-in"
-    return f"{base}?next={quote(request.path_qs, safe='/')}"
+    url = f"{base}?next={quote(request.path_qs, safe='/')}"
+    return f"{url}&ended=1" if ended else url
 
 
 def is_safe_next(value: str | None) -> bool:
@@ -194,7 +223,7 @@ def staff_page(handler: Handler):
     async def wrapper(request: web.Request) -> web.StreamResponse:
         person = current(request)
         if person is None:
-            raise web.HTTPSeeOther(sign_in_url(request, portal=False))
+            raise web.HTTPSeeOther(sign_in_url(request, portal=False, ended=session_ended(request)))
         if not person.is_staff:
             raise web.HTTPSeeOther("/portal")
         return await handler(request, person)
@@ -209,7 +238,7 @@ def client_page(handler: Handler):
     async def wrapper(request: web.Request) -> web.StreamResponse:
         person = current(request)
         if person is None:
-            raise web.HTTPSeeOther(sign_in_url(request, portal=True))
+            raise web.HTTPSeeOther(sign_in_url(request, portal=True, ended=session_ended(request)))
         if not person.is_client:
             raise web.HTTPSeeOther("/")
         return await handler(request, person)
@@ -225,7 +254,7 @@ def api(handler: Handler | None = None, *, staff_only: bool = False):
         async def wrapper(request: web.Request) -> web.StreamResponse:
             person = current(request)
             if person is None:
-                raise HttpError(401, "Please sign in.")
+                raise HttpError(401, SESSION_ENDED_MESSAGE if session_ended(request) else SIGN_IN_MESSAGE)
             if staff_only and not person.is_staff:
                 raise HttpError(403, "Only the practice's clinicians and team members can do this.")
             return await fn(request, person)

@@ -118,8 +118,10 @@ $error
 </main>"""
 
 
-def sign_in_page(*, portal: bool, next_path: str = "", error: str = "", email: str = "") -> Safe:
+def sign_in_page(*, portal: bool, next_path: str = "", error: str = "", email: str = "", notice: str = "") -> Safe:
     error_html = render('<p class="error" role="alert">$e</p>', e=error) if error else Safe("")
+    if notice and not error:
+        error_html = render('<p class="notice" role="status">$n</p>', n=notice)
     content = render(
         SIGN_IN,
         brand="Client Portal" if portal else "Confidant",

@@ -18,11 +18,14 @@ from services.web.errors import from_rpc_error
 from services.web.presenters import conversation_title, message_json, users_by_id, when
 from services.web.resources import BACKENDS, CONFIG
 from services.web.session import (
+    SESSION_ENDED_MESSAGE,
     Person,
     clear_session_cookie,
     client_page,
     current,
+    end_previous_session,
     is_safe_next,
+    session_ended,
     set_session_cookie,
     staff_page,
 )
@@ -72,14 +75,25 @@ async def readyz(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- sign-in / sign-out
 
 
-async def sign_in_form(request: web.Request) -> web.Response:
+def _sign_in_form(request: web.Request, portal: bool) -> web.Response:
     next_path = request.query.get("next", "")
-    return html(templates.sign_in_page(portal=False, next_path=next_path if is_safe_next(next_path) else ""))
+    # "ended": sent here because the session ended (idle, its end, a quick link's window); say so.
+    ended = request.query.get("ended") == "1" or session_ended(request)
+    return html(
+        templates.sign_in_page(
+            portal=portal,
+            next_path=next_path if is_safe_next(next_path) else "",
+            notice=SESSION_ENDED_MESSAGE if ended else "",
+        )
+    )
+
+
+async def sign_in_form(request: web.Request) -> web.Response:
+    return _sign_in_form(request, portal=False)
 
 
 async def portal_sign_in_form(request: web.Request) -> web.Response:
-    next_path = request.query.get("next", "")
-    return html(templates.sign_in_page(portal=True, next_path=next_path if is_safe_next(next_path) else ""))
+    return _sign_in_form(request, portal=True)
 
 
 def landing_for(user: auth_pb.User) -> str:
@@ -111,6 +125,7 @@ async def sign_in(request: web.Request) -> web.Response:
             return again(WRONG_CREDENTIALS, 401)
         error = from_rpc_error(exc)
         return again(error.message, error.status)
+    await end_previous_session(request, reply.session_token)
     response = see_other(safe_next or landing_for(reply.user))
     set_session_cookie(request, response, reply.session_token)
     return response
@@ -198,6 +213,8 @@ async def magic_link_redeem(request: web.Request) -> web.Response:
             raise web.HTTPSeeOther("/portal/sign-in") from None
         raise
     if reply.outcome == auth_pb.MAGIC_LINK_OUTCOME_REDEEMED and reply.session_token:
+        # The link's person replaces whoever was signed in on this browser (never a mix of both).
+        await end_previous_session(request, reply.session_token)
         response = see_other(f"/portal/conversations/{reply.conversation_id}")
         set_session_cookie(request, response, reply.session_token)
         return response

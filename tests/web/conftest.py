@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import psycopg
 import pytest
 from aiohttp import web
 from confidant.auth.v1 import auth_service_pb2 as auth_pb
@@ -20,7 +21,7 @@ from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
 
 from services.auth.app import create_service as create_auth
 from services.auth.config import AuthConfig
-from services.common.clients import open_channel
+from services.common.clients import bearer, open_channel
 from services.consent.app import create_service as create_consent
 from services.consent.config import ConsentConfig
 from services.messaging.app import create_service as create_messaging
@@ -29,7 +30,7 @@ from services.notify.app import create_service as create_notify
 from services.notify.config import NotifyConfig
 from services.web.app import create_app
 from services.web.config import WebConfig
-from tests.support import running, service_env
+from tests.support import Tokens, running, service_env, unique
 
 STAFF_PASSWORD = "quiet-harbor-2026"
 CLIENT_PASSWORD = "maple-window-77"
@@ -51,6 +52,46 @@ class WebStack:
     keys_dir: Path
     practice_id: str = ""
     people: dict[str, Person] = field(default_factory=dict)
+    # Each service's database URL, for tests that must look at (or age) what a service stored.
+    databases: dict[str, str] = field(default_factory=dict)
+
+    @contextlib.asynccontextmanager
+    async def database(self, service: str) -> AsyncIterator[psycopg.AsyncConnection]:
+        """An autocommit connection to one service's database (to read it, or to move its clocks back)."""
+        async with await psycopg.AsyncConnection.connect(self.databases[service], autocommit=True) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def auth(self) -> AsyncIterator[auth_grpc.AuthServiceStub]:
+        channel = open_channel(self.addresses["auth"])
+        try:
+            yield auth_grpc.AuthServiceStub(channel)
+        finally:
+            await channel.close()
+
+    async def add_person(self, key: str, role: str, name: str, password: str = "") -> Person:
+        """Another person in the practice (role: "client", "clinician" or "team_member"), with a unique email."""
+        email = f"{unique(key)}@{'client' if role == 'client' else 'lakeside'}.test"
+        roles = {"client": auth_pb.ROLE_CLIENT, "clinician": auth_pb.ROLE_CLINICIAN,
+                 "team_member": auth_pb.ROLE_TEAM_MEMBER}
+        async with self.auth() as auth:
+            reply = await auth.CreateUser(
+                auth_pb.CreateUserRequest(practice_id=self.practice_id, role=roles[role], email=email,
+                                          display_name=name, password=password),
+                metadata=bearer(Tokens(self.keys_dir).service("web")), timeout=30,
+            )
+        person = Person(reply.user.user_id, email, name, password)
+        self.people[key] = person
+        return person
+
+    async def magic_link(self, user_id: str, conversation_id: str) -> str:
+        """A quick sign-in link's path, minted as notify mints it for an email."""
+        async with self.auth() as auth:
+            reply = await auth.CreateMagicLink(
+                auth_pb.CreateMagicLinkRequest(user_id=user_id, conversation_id=conversation_id),
+                metadata=bearer(Tokens(self.keys_dir).service("notify")), timeout=30,
+            )
+        return f"/m/{reply.token}"
 
     def client_session(self, origin: bool = True) -> aiohttp.ClientSession:
         """A browser-like HTTP client: keeps cookies (also for 127.0.0.1) and sends Origin on POSTs."""
@@ -134,9 +175,11 @@ async def web_stack(fresh_database, keys_dir, tokens, **web_settings: str) -> As
     }
     async with contextlib.AsyncExitStack() as stack:
         addresses: dict[str, str] = {}
+        databases: dict[str, str] = {}
 
         async def start(name, config_cls, create, **settings):
-            env = service_env(keys_dir, public_url=url, **{f"{name}_database_url": await fresh_database(name)},
+            databases[name] = await fresh_database(name)
+            env = service_env(keys_dir, public_url=url, **{f"{name}_database_url": databases[name]},
                               **{f"{other}_addr": address for other, address in addresses.items()}, **fast,
                               **settings)
             service = await create(config_cls.load(env))
@@ -153,7 +196,7 @@ async def web_stack(fresh_database, keys_dir, tokens, **web_settings: str) -> As
             **{f"{name}_addr": address for name, address in addresses.items()}, **web_settings,
         )
         await stack.enter_async_context(web_app(WebConfig.load(env), sock))
-        result = WebStack(url=url, addresses=dict(addresses), keys_dir=keys_dir)
+        result = WebStack(url=url, addresses=dict(addresses), keys_dir=keys_dir, databases=dict(databases))
         await _practice(result, tokens)
         yield result
 

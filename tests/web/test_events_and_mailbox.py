@@ -211,8 +211,8 @@ async def test_production_has_no_mailbox_and_reports_unready_backends(keys_dir):
         async with http.post("/sign-in", data={"email": "dana@lakeside.test", "password": "quiet-harbor-2026"}) as resp:
             assert resp.status == 503
             assert "temporarily unavailable" in await resp.text()
-        http.cookie_jar.update_cookies({"confidant_session": "x"})
-        async with http.get("/api/me") as resp:
+        # (In production the session cookie is the __Host- one.)
+        async with http.get("/api/me", headers={"Cookie": "__Host-confidant_session=x"}) as resp:
             assert resp.status == 503
             assert "temporarily unavailable" in (await resp.json())["error"]
 

@@ -52,10 +52,13 @@
 
   var ending = false;
   function sessionEnded() {
-    // The server sends a signed-out page to sign-in and back here.
+    // To sign-in, which says the session ended, and back here afterwards. (The 401 that told us
+    // cleared the cookie already, so a plain reload could no longer tell why.)
     if (ending) return;
     ending = true;
-    window.location.reload();
+    var here = window.location.pathname + window.location.search;
+    var base = window.location.pathname.indexOf("/portal") === 0 ? "/portal/sign-in" : "/sign-in";
+    window.location.assign(base + "?next=" + encodeURIComponent(here) + "&ended=1");
   }
 
   // background: the person did not ask for this (it must not keep an idle session alive).
