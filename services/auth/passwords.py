@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import unicodedata
+from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -20,9 +21,11 @@ ARGON2_TIME_COST = 2
 ARGON2_MEMORY_COST_KIB = 19456
 ARGON2_PARALLELISM = 1
 
-# Passwords that meet the length rule yet are among the first tried by anyone
+# The 10,000 most common passwords (data/README.md says where they come from),
+# plus long ones that meet the length rule yet are among the first tried by anyone
 # guessing. Compared after folding case, accents and separators.
-_COMMON_PASSWORDS = frozenset(
+_COMMON_PASSWORDS_FILE = Path(__file__).parent / "data" / "common-passwords.txt"
+_LONG_GUESSES = frozenset(
     {
         "123456789012",
         "1234567890123",
@@ -52,6 +55,11 @@ _COMMON_PASSWORDS = frozenset(
         "securemessaging",
     }
 )
+
+
+def _load_common_passwords() -> frozenset[str]:
+    words = _COMMON_PASSWORDS_FILE.read_text(encoding="utf-8").split()
+    return frozenset(_SEPARATORS.sub("", _fold(word)) for word in words) | _LONG_GUESSES
 _SEPARATORS = re.compile(r"[\s\-_.]+")
 # Context words shorter than this are too common to refuse ("Li", "Ann").
 _MIN_CONTEXT_WORD = 4
@@ -60,6 +68,9 @@ _MIN_CONTEXT_WORD = 4
 def _fold(value: str) -> str:
     decomposed = unicodedata.normalize("NFKD", value)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+_COMMON_PASSWORDS = _load_common_passwords()
 
 
 def check_password_rules(

@@ -117,6 +117,9 @@ async def test_password_rules(auth):
         "x" * 1025: "at most 1024 characters",
         "Password1234": "too common",
         "aaaaaaaaaaaaaaaa": "too common",
+        # From the shipped list of the 10,000 most common passwords.
+        "1QAZ2WSX3EDC": "too common",
+        "mailcreated5240": "too common",
         "blackwood-is-safe": "must not contain your name",
         "MÖRGAN-and-more": "must not contain your name",
     }
