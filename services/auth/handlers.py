@@ -12,7 +12,7 @@ import hashlib
 import logging
 import secrets
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -163,6 +163,11 @@ class AuthHandlers:
         self._storage = storage
         self._passwords = passwords
         self._signer = signer
+        # MFA slice: set by MfaHandlers; after a right password it returns a pending
+        # second-factor sign-in instead of a session (or None for a session now).
+        self.second_factor: Callable[[User, dict], Awaitable[object | None]] | None = None
+        # Whether this person's sign-in needs a second factor (set by MfaHandlers too).
+        self.requires_second_factor: Callable[[User], Awaitable[bool]] | None = None
 
     # -- practices and users -----------------------------------------------------
 
@@ -443,10 +448,16 @@ class AuthHandlers:
         if found is None or not ok:
             await self._sign_in_failed(account_key, found[0] if found else None, actor, practice_id, detail)
             raise Unauthenticated(SIGN_IN_FAILED)
-        await self._storage.clear_sign_in_failures(account_key)
         user, password_hash = found
         if password_hash and self._passwords.needs_rehash(password_hash):
             await self._storage.update_password_hash(user.user_id, await self._passwords.hash(password))
+        # MFA slice: a second factor (or its enrolment) comes first; the failure count
+        # stays until it succeeds, so wrong codes keep counting toward the lock.
+        if self.second_factor is not None:
+            pending = await self.second_factor(user, detail)
+            if pending is not None:
+                return pending  # services.auth.mfa.SecondFactorPending
+        await self._storage.clear_sign_in_failures(account_key)
         token = _new_token()
         record = await self._storage.create_full_session(
             _token_hash(token),
@@ -498,19 +509,24 @@ class AuthHandlers:
         if not session_token or len(session_token) > MAX_TOKEN_LENGTH:
             return  # nothing to revoke: signing out is idempotent
 
+        await self.end_session(session_token, reason="sign_out", via=principal.service_name)
+
+    async def end_session(self, session_token: str, reason: str, via: str = "") -> None:
+        """Revoke a session and audit why (sign-out, or a session that must not stand)."""
+
         def event(user: User) -> AuditEvent:
             return AuditEvent(
                 actor=user.user_id,
-                action="sign_out",
+                action="sign_out" if reason == "sign_out" else "session.end",
                 outcome="success",
                 target=user.user_id,
                 practice_id=user.practice_id,
-                detail={"via": principal.service_name},
+                detail={"via": via} if reason == "sign_out" else {"reason": reason},
             )
 
         user = await self._storage.revoke_session(_token_hash(session_token), event)
         if user is not None:
-            log.info("signed out", extra={"fields": {"user_id": user.user_id}})
+            log.info("session ended", extra={"fields": {"user_id": user.user_id, "reason": reason}})
 
     # -- magic links -----------------------------------------------------------------------
 

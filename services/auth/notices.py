@@ -22,7 +22,11 @@ from services.auth.storage import AccountNotice, AuthStorage
 log = logging.getLogger("confidant.auth.notices")
 
 BATCH_SIZE = 20
-_KINDS = {"locked": notify_pb.ACCOUNT_NOTICE_KIND_LOCKED}
+_KINDS = {
+    "locked": notify_pb.ACCOUNT_NOTICE_KIND_LOCKED,
+    "invitation": notify_pb.ACCOUNT_NOTICE_KIND_INVITATION,
+    "password_reset": notify_pb.ACCOUNT_NOTICE_KIND_PASSWORD_RESET,
+}
 
 
 def dedupe_key(notice: AccountNotice) -> str:
@@ -59,6 +63,7 @@ class NoticeRelay:
                         kind=_KINDS[notice.kind],
                         dedupe_key=dedupe_key(notice),
                         lock_minutes=notice.lock_minutes,
+                        link_token=notice.link_token,
                     )
                 )
             except grpc.aio.AioRpcError as exc:

@@ -88,6 +88,8 @@ class AccountNotice:
     user_id: str
     kind: str
     lock_minutes: int
+    # Credentials: an invitation's or reset's link token, held only until handed to notify.
+    link_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,10 @@ class AuthStorage:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                sql.SQL("SELECT {}, u.password_hash FROM users u WHERE u.email = %s").format(_USER_COLUMNS),
+                # MFA slice: a deactivated person signs in no more than an unknown email does.
+                sql.SQL(
+                    "SELECT {}, u.password_hash FROM users u WHERE u.email = %s AND u.deactivated_at IS NULL"
+                ).format(_USER_COLUMNS),
                 (email,),
             )
             row = await cur.fetchone()
@@ -287,6 +292,7 @@ class AuthStorage:
             "  RETURNING s.user_id, s.kind, s.conversation_id, s.last_seen_at, s.expires_at"
             ") SELECT {columns}, t.kind, t.conversation_id, t.last_seen_at, t.expires_at, now() AS now"
             " FROM touched t JOIN users u ON u.user_id = t.user_id"
+            " WHERE u.deactivated_at IS NULL"  # MFA slice: deactivated people have no session
         ).format(columns=_USER_COLUMNS)
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
@@ -463,14 +469,17 @@ class AuthStorage:
                 " WHERE notice_id IN (SELECT notice_id FROM account_notices"
                 "   WHERE sent_at IS NULL AND next_attempt_at <= now()"
                 "   ORDER BY next_attempt_at, notice_id LIMIT %s FOR UPDATE SKIP LOCKED)"
-                " RETURNING notice_id, user_id::text AS user_id, kind, lock_minutes",
+                " RETURNING notice_id, user_id::text AS user_id, kind, lock_minutes,"
+                " coalesce(link_token, '') AS link_token",
                 (lease_seconds, limit),
             )
             return await cur.fetchall()
 
     async def account_notice_sent(self, notice_id: int) -> None:
         async with self._pool.connection() as conn:
-            await conn.execute("UPDATE account_notices SET sent_at = now() WHERE notice_id = %s", (notice_id,))
+            await conn.execute(
+                "UPDATE account_notices SET sent_at = now(), link_token = NULL WHERE notice_id = %s", (notice_id,)
+            )
 
     # -- housekeeping ------------------------------------------------------------------
 

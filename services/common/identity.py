@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from services.common.errors import PermissionDenied, Unauthenticated
 
 STAFF_ROLES = frozenset({"owner", "clinician", "team_member"})
+# A practice system signed in with a client id and secret; reaches only what its scopes allow.
+SERVICE_ACCOUNT = "service_account"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class Principal:
     @property
     def is_client(self) -> bool:
         return self.role == "client"
+
+    @property
+    def is_service_account(self) -> bool:
+        return self.role == SERVICE_ACCOUNT
 
     @property
     def user_id(self) -> str:
@@ -73,10 +79,15 @@ def require_service(*names: str) -> Principal:
 
 
 def require_user(*roles: str) -> Principal:
-    """A signed-in person (of one of ``roles`` when given) must make this call."""
+    """A signed-in person (of one of ``roles`` when given) must make this call.
+
+    Service accounts pass only where ``roles`` names them explicitly.
+    """
     principal = caller()
     if principal.is_service or not principal.practice_id:
         raise PermissionDenied("This call must be made on behalf of a signed-in person.")
+    if principal.is_service_account and SERVICE_ACCOUNT not in roles:
+        raise PermissionDenied("This call is not open to service accounts.")
     if roles and principal.role not in roles:
         raise PermissionDenied("Your role does not allow this.")
     return principal
@@ -84,3 +95,13 @@ def require_user(*roles: str) -> Principal:
 
 def require_staff() -> Principal:
     return require_user(*STAFF_ROLES)
+
+
+def require_scope(scope: str) -> Principal:
+    """A practice's service account holding ``scope`` must make this call."""
+    principal = caller()
+    if not principal.is_service_account or not principal.practice_id:
+        raise PermissionDenied("This call is reserved for service accounts.")
+    if scope not in principal.scopes:
+        raise PermissionDenied(f"This service account does not have the {scope} scope.")
+    return principal

@@ -40,8 +40,11 @@ def _bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, verifier: TokenVerifier) -> None:
+    def __init__(self, verifier: TokenVerifier, open_methods: Iterable[str] = ()) -> None:
         self._verifier = verifier
+        # Full method names ("/pkg.Service/Method") callable without a token (still with a
+        # deadline): how a system that has no token yet gets one. Kept to a minimal list.
+        self._open_methods = frozenset(open_methods)
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -54,8 +57,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             if context.time_remaining() is None:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Every call must carry a deadline.")
             if token is None:
+                if method in self._open_methods:
+                    return None
                 raise Unauthenticated("This call needs an access token.")
-            return self._verifier.verify(token)
+            return await self._verifier.authenticate(token)
 
         @contextlib.asynccontextmanager
         async def guarded(context: grpc.aio.ServicerContext):
@@ -142,6 +147,8 @@ class GrpcService:
     # Called after the server stopped (close pools, ...).
     cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     grace_seconds: float = 10.0
+    # Methods callable without an access token (see CallInterceptor); keep this list minimal.
+    open_methods: list[str] = field(default_factory=list)
 
     server: grpc.aio.Server | None = None
     port: int = 0
@@ -149,7 +156,7 @@ class GrpcService:
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     async def start(self, listen: str) -> int:
-        self.server = grpc.aio.server(interceptors=[CallInterceptor(self.verifier)])
+        self.server = grpc.aio.server(interceptors=[CallInterceptor(self.verifier, self.open_methods)])
         names = [reflection.SERVICE_NAME, health.SERVICE_NAME]
         for add, servicer, full_name in self.servicers:
             add(servicer, self.server)

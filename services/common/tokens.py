@@ -5,13 +5,25 @@ Two kinds of token travel in the ``authorization`` metadata of gRPC calls:
 - service tokens, signed by one of our services for its own calls
   (``sub = "service:<name>"``; the issuer must match the subject).
 
-Each issuer has an Ed25519 key pair in the keys directory (``<issuer>.key`` /
-``<issuer>.pub``); every service verifies tokens locally against the public keys.
+Each service has an Ed25519 key pair in the keys directory (``<issuer>.key`` /
+``<issuer>.pub``) for its own service tokens; every service verifies those
+locally against the public key files.
+
+People's tokens are signed by auth with keys it keeps (and rotates) in its
+database and publishes through its ``ListSigningKeys`` RPC (kid, public key,
+not-after). Verifiers fetch and cache them (``PublishedKeys``): refreshed
+periodically, and at once (rate-limited) when a token names an unknown kid.
+Until the published keys were fetched once, the ``auth.pub`` file (the key auth
+imports as its first signing key) is trusted for people's tokens, so a service
+starts and works while auth is still coming up.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +38,10 @@ AUDIENCE = "confidant"
 USER_TOKEN_ISSUER = "auth"
 SERVICE_NAMES = ("auth", "messaging", "consent", "notify", "web")
 _LEEWAY_SECONDS = 5
+# Kept for callers outside this module (e.g. the not-after of retired keys).
+LEEWAY_SECONDS = _LEEWAY_SECONDS
+
+log = logging.getLogger("confidant.tokens")
 
 
 def generate_key_pair(keys_dir: Path, name: str) -> None:
@@ -50,9 +66,22 @@ def ensure_dev_keys(keys_dir: Path) -> None:
         generate_key_pair(keys_dir, name)
 
 
+def public_key_pem(key: Ed25519PublicKey) -> str:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def load_public_key_pem(pem: str) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(pem.encode())
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("Not an Ed25519 public key.")
+    return key
+
+
 class TokenSigner:
-    def __init__(self, issuer: str, private_key: Ed25519PrivateKey) -> None:
+    def __init__(self, issuer: str, private_key: Ed25519PrivateKey, kid: str = "") -> None:
         self.issuer = issuer
+        # The key id in the token header: the issuer for key files, auth's key id for rotated keys.
+        self.kid = kid or issuer
         self._key = private_key
 
     @classmethod
@@ -70,7 +99,7 @@ class TokenSigner:
         now = int(time.time())
         expires = now + ttl_seconds
         payload = {"iss": self.issuer, "aud": AUDIENCE, "iat": now, "exp": expires, **claims}
-        token = jwt.encode(payload, self._key, algorithm="EdDSA", headers={"kid": self.issuer})
+        token = jwt.encode(payload, self._key, algorithm="EdDSA", headers={"kid": self.kid})
         return token, expires
 
     def user_token(self, principal: Principal, ttl_seconds: int = 300) -> tuple[str, int]:
@@ -92,12 +121,115 @@ class TokenSigner:
         return self.sign({"sub": f"service:{self.issuer}", "rol": "service"}, ttl_seconds)
 
 
+@dataclass(frozen=True)
+class PublishedKey:
+    """One of auth's published signing keys."""
+
+    kid: str
+    public_key: Ed25519PublicKey
+    # Epoch seconds after which no token it signed is valid any more; 0 while it is in use.
+    not_after: int = 0
+
+
+KeyFetcher = Callable[[], Awaitable[Sequence[PublishedKey]]]
+
+
+class PublishedKeys:
+    """A cache of auth's published signing keys.
+
+    ``fetch`` returns the current set (auth's ListSigningKeys, or auth's own
+    database inside auth). The set is refreshed when older than
+    ``refresh_seconds``, and when a token names a kid it does not know, but at
+    most once every ``min_refresh_seconds`` so a flood of made-up kids cannot
+    hammer auth. A failed fetch keeps the last known set.
+    """
+
+    def __init__(
+        self, fetch: KeyFetcher, refresh_seconds: float = 300.0, min_refresh_seconds: float = 5.0
+    ) -> None:
+        self._fetch = fetch
+        self.refresh_seconds = refresh_seconds
+        self.min_refresh_seconds = min_refresh_seconds
+        self._keys: dict[str, PublishedKey] = {}
+        self.loaded = False
+        self._fetched_at = 0.0  # monotonic time of the last successful fetch
+        self._tried_at = float("-inf")  # monotonic time of the last attempt
+        self._lock = asyncio.Lock()
+
+    def get(self, kid: str) -> PublishedKey | None:
+        return self._keys.get(kid)
+
+    @property
+    def kids(self) -> list[str]:
+        return sorted(self._keys)
+
+    def _stale(self) -> bool:
+        return not self.loaded or time.monotonic() - self._fetched_at >= self.refresh_seconds
+
+    async def ensure(self, kid: str) -> None:
+        """Refresh if the set is old, or if ``kid`` is unknown (rate-limited)."""
+        if kid in self._keys and not self._stale():
+            return
+        async with self._lock:
+            # Checked again under the lock: concurrent callers share one fetch.
+            if kid in self._keys and not self._stale():
+                return
+            if time.monotonic() - self._tried_at < self.min_refresh_seconds:
+                return
+            await self._refresh()
+
+    async def refresh(self) -> bool:
+        """Fetch the published keys now; False (keeping the last set) when that fails."""
+        async with self._lock:
+            return await self._refresh()
+
+    async def _refresh(self) -> bool:
+        self._tried_at = time.monotonic()
+        try:
+            keys = await self._fetch()
+        except Exception as exc:  # auth unreachable: keep what we know
+            log.warning("signing keys not fetched", extra={"fields": {"error": type(exc).__name__}})
+            return False
+        self._keys = {key.kid: key for key in keys}
+        self.loaded = True
+        self._fetched_at = time.monotonic()
+        return True
+
+
+def auth_key_fetcher(channel, timeout: float = 3.0) -> KeyFetcher:
+    """Fetches auth's published keys through ``channel`` (which adds this service's token)."""
+
+    async def fetch() -> list[PublishedKey]:
+        # Imported here: generated protos import nothing from services, but keep this module light.
+        from confidant.auth.v1 import auth_service_pb2 as auth_pb
+        from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
+
+        reply = await auth_grpc.AuthServiceStub(channel).ListSigningKeys(
+            auth_pb.ListSigningKeysRequest(), timeout=timeout
+        )
+        keys = []
+        for key in reply.keys:
+            try:
+                public_key = load_public_key_pem(key.public_key_pem)
+            except ValueError:
+                log.warning("published key skipped", extra={"fields": {"kid": key.kid}})
+                continue
+            not_after = key.not_after.seconds if key.HasField("not_after") else 0
+            keys.append(PublishedKey(key.kid, public_key, not_after))
+        return keys
+
+    return fetch
+
+
 class TokenVerifier:
-    def __init__(self, public_keys: dict[str, Ed25519PublicKey]) -> None:
+    def __init__(self, public_keys: dict[str, Ed25519PublicKey], published: PublishedKeys | None = None) -> None:
+        # Service tokens: each service's key file, by name.
         self._keys = public_keys
+        # People's tokens: auth's published keys, once configured.
+        self.published = published
 
     @classmethod
-    def from_keys_dir(cls, keys_dir: Path) -> TokenVerifier:
+    def from_keys_dir(cls, keys_dir: Path, published: PublishedKeys | None = None) -> TokenVerifier:
         keys: dict[str, Ed25519PublicKey] = {}
         for path in sorted(keys_dir.glob("*.pub")):
             key = serialization.load_pem_public_key(path.read_bytes())
@@ -105,15 +237,54 @@ class TokenVerifier:
                 keys[path.stem] = key
         if USER_TOKEN_ISSUER not in keys:
             raise FileNotFoundError(f"No public key for the auth service in {keys_dir}.")
-        return cls(keys)
+        return cls(keys, published)
+
+    def use_published_keys(
+        self, fetch: KeyFetcher, refresh_seconds: float = 300.0, min_refresh_seconds: float = 5.0
+    ) -> PublishedKeys:
+        """Verify people's tokens against auth's published keys from now on."""
+        self.published = PublishedKeys(fetch, refresh_seconds, min_refresh_seconds)
+        return self.published
+
+    async def authenticate(self, token: str) -> Principal:
+        """``verify``, after refreshing auth's published keys when the token needs it."""
+        if self.published is not None:
+            try:
+                header = jwt.get_unverified_header(token)
+                claims = jwt.decode(token, options={"verify_signature": False})
+            except jwt.PyJWTError as exc:
+                raise Unauthenticated("The access token is malformed.") from exc
+            kid = header.get("kid")
+            if isinstance(kid, str) and claims.get("rol") != "service":
+                await self.published.ensure(kid)
+        return self.verify(token)
+
+    def _user_key(self, kid: str) -> Ed25519PublicKey | None:
+        if self.published is None or not self.published.loaded:
+            # No published keys (yet): the key file auth imports as its first signing key.
+            return self._keys.get(kid) if kid == USER_TOKEN_ISSUER else None
+        found = self.published.get(kid)
+        if found is None or (found.not_after and found.not_after < time.time() - _LEEWAY_SECONDS):
+            return None
+        return found.public_key
 
     def verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             raise Unauthenticated("The access token is malformed.") from exc
-        issuer = header.get("kid")
-        key = self._keys.get(issuer) if isinstance(issuer, str) else None
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not isinstance(unverified, dict):
+            raise Unauthenticated("The access token was signed by an unknown key.")
+        is_service = unverified.get("rol") == "service"
+        if is_service:
+            key, issuer = self._keys.get(kid), kid
+        else:
+            # People's tokens: the issuer is always auth, the kid names one of its keys.
+            key, issuer = self._user_key(kid), unverified.get("iss")
+            if issuer != USER_TOKEN_ISSUER and key is None and kid in self._keys:
+                key, issuer = self._keys[kid], kid
         if key is None:
             raise Unauthenticated("The access token was signed by an unknown key.")
         try:

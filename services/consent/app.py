@@ -10,7 +10,7 @@ from confidant.consent.v1 import consent_service_pb2_grpc as pb_grpc
 from services.common.clients import open_channel
 from services.common.db import prepare_database
 from services.common.server import GrpcService
-from services.common.tokens import ServiceTokenSource, TokenSigner, TokenVerifier
+from services.common.tokens import ServiceTokenSource, TokenSigner, TokenVerifier, auth_key_fetcher
 from services.consent.config import ConsentConfig
 from services.consent.handlers import ConsentHandlers
 from services.consent.servicer import ConsentServicer
@@ -25,6 +25,8 @@ async def create_service(config: ConsentConfig) -> GrpcService:
     tokens = ServiceTokenSource(TokenSigner.from_keys_dir(common.keys_dir, "consent"))
     pool = await prepare_database(common.database_url, MIGRATIONS)
     auth_channel = open_channel(config.auth_target, token=tokens.token)
+    # People's tokens: verified against auth's published signing keys (fetched, cached).
+    verifier.use_published_keys(auth_key_fetcher(auth_channel))
     handlers = ConsentHandlers(ConsentStorage(pool), auth_grpc.AuthServiceStub(auth_channel), config.default_region)
 
     async def close() -> None:

@@ -10,7 +10,7 @@ from confidant.messaging.v1 import messaging_service_pb2_grpc as pb_grpc
 from services.common.clients import open_channel
 from services.common.db import prepare_database
 from services.common.server import GrpcService
-from services.common.tokens import ServiceTokenSource, TokenSigner, TokenVerifier
+from services.common.tokens import ServiceTokenSource, TokenSigner, TokenVerifier, auth_key_fetcher
 from services.messaging.config import MessagingConfig
 from services.messaging.crypto import MessageCipher, load_data_key
 from services.messaging.directory import Directory
@@ -35,6 +35,8 @@ async def create_service(config: MessagingConfig) -> GrpcService:
     auth_channel = open_channel(
         config.auth_target, service_token.token, deadline=config.call_deadline_seconds
     )
+    # People's tokens: verified against auth's published signing keys (fetched, cached).
+    verifier.use_published_keys(auth_key_fetcher(auth_channel))
     notify_channel = open_channel(
         config.notify_target, service_token.token, deadline=config.call_deadline_seconds
     )

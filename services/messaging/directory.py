@@ -66,3 +66,22 @@ class Directory:
             )
             for user in reply.users
         }
+
+    # CRED slice: a client enabled for secure messaging without portal credentials gets an invitation.
+    async def invite_if_no_password(self, user_id: str) -> bool:
+        """Ask auth to email an invitation when the person has no password; True when one was sent.
+
+        Never raises: a failed invitation must not undo enabling secure messaging (the
+        staff member can enable again later, or the client can use "Forgot password?").
+        """
+        fields = {"user_id": user_id}
+        try:
+            reply = await self._auth.GetUsers(auth_pb.GetUsersRequest(user_ids=[user_id]))
+            if not any(u.user_id == user_id and not u.has_password for u in reply.users):
+                return False
+            await self._auth.InviteUser(auth_pb.InviteUserRequest(user_id=user_id))
+        except grpc.aio.AioRpcError as exc:
+            log.warning("portal invitation not sent", extra={"fields": {**fields, "code": exc.code().name}})
+            return False
+        log.info("portal invitation sent", extra={"fields": fields})
+        return True

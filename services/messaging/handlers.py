@@ -31,7 +31,7 @@ from services.common.errors import (
     PermissionDenied,
     Unavailable,
 )
-from services.common.identity import Principal, caller, require_staff, require_user
+from services.common.identity import Principal, caller, require_scope, require_staff, require_user
 from services.messaging.crypto import DecryptionError, MessageCipher, associated_data
 from services.messaging.directory import Directory
 from services.messaging.events import EventHub
@@ -125,6 +125,23 @@ def _check_reach(who: Principal, conversation_id: str) -> None:
         raise PermissionDenied("This quick sign-in reaches only the conversation it was sent for.")
 
 
+# KEYS slice: what a practice's service account may do, by scope.
+SCOPE_SEND = "messaging.send"
+SCOPE_READ = "messaging.read"
+
+
+def _staff_or_account(scope: str) -> Principal:
+    """Staff, or a service account of the practice holding ``scope``."""
+    who = caller()
+    return require_scope(scope) if who.is_service_account else require_staff()
+
+
+def _person_or_account(scope: str) -> Principal:
+    """A signed-in person, or a service account of the practice holding ``scope``."""
+    who = caller()
+    return require_scope(scope) if who.is_service_account else require_user()
+
+
 def _full_session(who: Principal) -> None:
     if who.session_kind == MAGIC_LINK:
         raise PermissionDenied("Sign in with your email and password to do this.")
@@ -197,6 +214,8 @@ class Handlers:
             raise FailedPrecondition("Secure messaging is turned off for this practice.")
         changed = await self._storage.enable_client_messaging(client_id, who.practice_id, who.subject)
         log.info("client messaging enabled", extra={"fields": {"client_id": client_id, "changed": changed}})
+        if changed:  # CRED slice: no portal credentials yet -> an invitation to choose them
+            await self._directory.invite_if_no_password(client_id)
         return True
 
     # -- conversations -----------------------------------------------------
@@ -208,9 +227,22 @@ class Handlers:
             raise NotFound("No such conversation.")
         return conversation
 
+    async def _reachable_conversation(self, who: Principal, conversation_id: str) -> Conversation:
+        """A participant's conversation, or for a service account any of its practice's (KEYS slice)."""
+        if not who.is_service_account:
+            return await self._participant_conversation(who, conversation_id)
+        conversation = await self._storage.practice_conversation(conversation_id, who.practice_id)
+        if conversation is None:
+            raise NotFound("No such conversation.")
+        return conversation
+
     async def open_conversation(self, participant_ids: list[str]) -> tuple[Conversation, bool]:
-        """The caller's conversation with exactly these other people, created if needed."""
-        who = require_staff()
+        """The caller's conversation with exactly these other people, created if needed.
+
+        A service account (messaging.send) is never a participant: it opens the
+        conversation of exactly these people, which must include a staff member.
+        """
+        who = _staff_or_account(SCOPE_SEND)
         _full_session(who)
         others: list[str] = []
         for raw in participant_ids:
@@ -241,19 +273,28 @@ class Handlers:
         client_id = clients[0] if clients else None
         if client_id and not await self._storage.client_messaging_enabled(client_id, who.practice_id):
             raise FailedPrecondition("Secure messaging is not enabled for this client.")
+        # KEYS slice: a service account opens the conversation of the others, seen as its first staff member.
+        members, viewer = [(who.user_id, True)], who.user_id
+        if who.is_service_account:
+            staff = [p for p in others if people[p].is_staff]
+            if not staff:
+                raise InvalidArgument(
+                    "A practice system's conversation must include a clinician or team member."
+                )
+            members, viewer = [], staff[0]
 
-        key = ",".join(sorted([who.user_id, *others]))
-        existing = await self._storage.conversation_by_participants(who.practice_id, key, who.user_id)
+        key = ",".join(sorted([m for m, _ in members] + others))
+        existing = await self._storage.conversation_by_participants(who.practice_id, key, viewer)
         if existing is not None:
             return existing, False
         created = await self._storage.create_conversation(
             practice_id=who.practice_id,
             client_id=client_id,
             participant_key=key,
-            participants=[(who.user_id, True)] + [(p, people[p].is_staff) for p in others],
+            participants=members + [(p, people[p].is_staff) for p in others],
             creator_id=who.user_id,
         )
-        conversation = await self._storage.conversation_by_participants(who.practice_id, key, who.user_id)
+        conversation = await self._storage.conversation_by_participants(who.practice_id, key, viewer)
         if conversation is None:  # pragma: no cover - created or found just above
             raise Unavailable("The conversation could not be opened; please try again.")
         if created:
@@ -267,9 +308,22 @@ class Handlers:
         return await self._participant_conversation(who, _parse_id(conversation_id, "conversation id"))
 
     async def list_conversations(self, page_size: int, page_token: str) -> tuple[list[Conversation], str]:
-        who = require_user()
+        who = _person_or_account(SCOPE_READ)
         limit = _page_size(page_size, CONVERSATIONS_PAGE)
         after = _decode_page_token(page_token)
+        if who.is_service_account:  # KEYS slice: the whole practice's conversations, audited
+            rows = await self._storage.practice_conversations(who.practice_id, limit + 1, after=after)
+            await self._storage.record_audit(
+                AuditEntry(
+                    actor=who.subject,
+                    action="conversations.list",
+                    outcome="ok",
+                    practice_id=who.practice_id,
+                    detail={"conversation_ids": [c.conversation_id for c in rows[:limit]]},
+                )
+            )
+            next_token = _encode_page_token(rows[limit - 1]) if len(rows) > limit else ""
+            return rows[:limit], next_token
         rows = await self._storage.list_conversations(
             who.user_id, who.practice_id, limit + 1, after=after, only_conversation=_magic_conversation(who)
         )
@@ -307,13 +361,13 @@ class Handlers:
             actor=caller().subject, action="messages.read", outcome="ok", practice_id=caller().practice_id
         )
         try:
-            who = require_user()
+            who = _person_or_account(SCOPE_READ)
             conversation_id = _parse_id(conversation_id, "conversation id")
             entry = replace(entry, target=conversation_id)
             if after_seq < 0:
                 raise InvalidArgument("after_seq cannot be negative.")
             limit = _page_size(page_size, MESSAGES_PAGE)
-            conversation = await self._participant_conversation(who, conversation_id)
+            conversation = await self._reachable_conversation(who, conversation_id)
         except DomainError as exc:
             await self._storage.record_audit(replace(entry, outcome=exc.code.name.lower()))
             raise
@@ -326,7 +380,7 @@ class Handlers:
         self, conversation_id: str, body: str, idempotency_key: str
     ) -> tuple[Message, bool]:
         """Add a message; the same sender and idempotency key never make a second one."""
-        who = require_user()
+        who = _person_or_account(SCOPE_SEND)
         conversation_id = _parse_id(conversation_id, "conversation id")
         _check_reach(who, conversation_id)
         text = body.strip()
@@ -344,7 +398,7 @@ class Handlers:
             raise InvalidArgument(
                 f"The idempotency key can be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters."
             )
-        conversation = await self._participant_conversation(who, conversation_id)
+        conversation = await self._reachable_conversation(who, conversation_id)
         digest = self._cipher.digest(text)
 
         for _ in range(SEND_ATTEMPTS):

@@ -291,6 +291,53 @@ class Storage:
             row = await cur.fetchone()
         return _conversation(row) if row else None
 
+    # KEYS slice: a practice's service account reaches the practice's conversations
+    # without being a participant (viewer_read_seq is last_seq: nothing is "unread" to it).
+    _PRACTICE_SELECT = """
+SELECT c.conversation_id::text AS conversation_id, c.practice_id, c.client_id,
+       c.last_activity_at, c.last_seq, c.last_seq AS viewer_read_seq,
+       people.user_ids, people.staff, people.read_seqs
+  FROM conversations c
+  CROSS JOIN LATERAL (
+      SELECT array_agg(p.user_id ORDER BY p.user_id) AS user_ids,
+             array_agg(p.is_staff ORDER BY p.user_id) AS staff,
+             array_agg(p.read_seq ORDER BY p.user_id) AS read_seqs
+        FROM participants p
+       WHERE p.conversation_id = c.conversation_id
+  ) people
+"""
+
+    async def practice_conversation(self, conversation_id: str, practice_id: str) -> Conversation | None:
+        async with self._pool.connection() as conn:
+            cur = await _dicts(
+                conn,
+                self._PRACTICE_SELECT + " WHERE c.conversation_id = %s AND c.practice_id = %s",
+                (conversation_id, practice_id),
+            )
+            row = await cur.fetchone()
+        return _conversation(row) if row else None
+
+    async def practice_conversations(
+        self, practice_id: str, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[Conversation]:
+        """All of a practice's conversations, newest activity first, after a keyset cursor."""
+        query = self._PRACTICE_SELECT + " WHERE c.practice_id = %(practice)s"
+        if after is not None:
+            query += " AND (c.last_activity_at, c.conversation_id) < (%(after_at)s, %(after_id)s)"
+        query += " ORDER BY c.last_activity_at DESC, c.conversation_id DESC LIMIT %(limit)s"
+        params = {
+            "practice": practice_id,
+            "after_at": after[0] if after else None,
+            "after_id": uuid.UUID(after[1]) if after else None,
+            "limit": limit,
+        }
+        async with self._pool.connection() as conn:
+            cur = await _dicts(conn, query, params)
+            rows = await cur.fetchall()
+        return [_conversation(row) for row in rows]
+
+    # End of KEYS slice.
+
     async def conversation_by_participants(
         self, practice_id: str, participant_key: str, viewer_id: str
     ) -> Conversation | None:

@@ -11,7 +11,7 @@ from confidant.notify.v1 import notify_service_pb2_grpc as pb_grpc
 from services.common.clients import open_channel
 from services.common.db import prepare_database
 from services.common.server import GrpcService
-from services.common.tokens import ServiceTokenSource, TokenSigner, TokenVerifier
+from services.common.tokens import ServiceTokenSource, TokenSigner, TokenVerifier, auth_key_fetcher
 from services.notify.config import NotifyConfig
 from services.notify.handlers import NotifyHandlers
 from services.notify.servicer import NotifyServicer
@@ -29,6 +29,8 @@ async def create_service(config: NotifyConfig) -> GrpcService:
     pool = await prepare_database(common.database_url, MIGRATIONS)
     storage = NotifyStorage(pool)
     auth_channel = open_channel(config.auth_target, token=tokens.token)
+    # People's tokens: verified against auth's published signing keys (fetched, cached).
+    verifier.use_published_keys(auth_key_fetcher(auth_channel))
     consent_channel = open_channel(config.consent_target, token=tokens.token)
     deliverer = Deliverer(
         config,

@@ -20,7 +20,10 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 # Ten SMS segments; consent replies are far shorter.
 MAX_SMS_BODY = 1600
-ACCOUNT_NOTICES = frozenset({"locked"})
+ACCOUNT_NOTICES = frozenset({"locked", "invitation", "password_reset"})
+# CRED slice: notices that carry a credential link.
+LINK_NOTICES = frozenset({"invitation", "password_reset"})
+MAX_LINK_TOKEN = 256
 MAX_DEDUPE_KEY = 200
 DEFAULT_LOCK_MINUTES = 15
 MAX_LOCK_MINUTES = 7 * 24 * 60
@@ -98,7 +101,9 @@ class NotifyHandlers:
         # Queued either now or by the first call with the same in_reply_to.
         return True
 
-    async def send_account_notice(self, user_id: str, kind: str, dedupe_key: str, lock_minutes: int) -> bool:
+    async def send_account_notice(
+        self, user_id: str, kind: str, dedupe_key: str, lock_minutes: int, link_token: str = ""
+    ) -> bool:
         """Queue an email to an account's owner about their account; a repeated dedupe key queues nothing more."""
         require_service("auth")
         try:
@@ -114,9 +119,17 @@ class NotifyHandlers:
             raise InvalidArgument(f"dedupe_key must be at most {MAX_DEDUPE_KEY} characters long.")
         if not 0 <= lock_minutes <= MAX_LOCK_MINUTES:
             raise InvalidArgument(f"lock_minutes must be between 0 and {MAX_LOCK_MINUTES}.")
+        # CRED slice: invitations and resets carry their link's token (URL-safe base64).
+        link_token = link_token.strip() if kind in LINK_NOTICES else ""
+        if kind in LINK_NOTICES and (
+            not link_token or len(link_token) > MAX_LINK_TOKEN
+            or not all(c.isascii() and (c.isalnum() or c in "-_") for c in link_token)
+        ):
+            raise InvalidArgument("link_token is required for invitations and password resets.")
         async with self._storage.transaction() as conn:
             created = await self._storage.add_account_notice_job(
-                conn, f"account_notice:{dedupe_key}", user_id, kind, lock_minutes or DEFAULT_LOCK_MINUTES
+                conn, f"account_notice:{dedupe_key}", user_id, kind, lock_minutes or DEFAULT_LOCK_MINUTES,
+                link_token=link_token,
             )
             if created:
                 await self._storage.wake_workers(conn)

@@ -11,7 +11,12 @@ from services.notify.handlers import NotifyHandlers, Recipient
 from services.notify.storage import MailboxRow
 
 _CHANNELS = {"email": pb.CHANNEL_EMAIL, "sms": pb.CHANNEL_SMS}
-_NOTICES = {pb.ACCOUNT_NOTICE_KIND_LOCKED: "locked"}
+_NOTICES = {
+    pb.ACCOUNT_NOTICE_KIND_LOCKED: "locked",
+    # CRED slice
+    pb.ACCOUNT_NOTICE_KIND_INVITATION: "invitation",
+    pb.ACCOUNT_NOTICE_KIND_PASSWORD_RESET: "password_reset",
+}
 
 
 def _item(row: MailboxRow) -> pb.MailboxItem:
@@ -57,6 +62,7 @@ class NotifyServicer(pb_grpc.NotifyServiceServicer):
         self, request: pb.SendAccountNoticeRequest, context: grpc.aio.ServicerContext
     ) -> pb.SendAccountNoticeResponse:
         queued = await self._handlers.send_account_notice(
-            request.user_id, _NOTICES.get(request.kind, ""), request.dedupe_key, request.lock_minutes
+            request.user_id, _NOTICES.get(request.kind, ""), request.dedupe_key, request.lock_minutes,
+            link_token=request.link_token,
         )
         return pb.SendAccountNoticeResponse(queued=queued)

@@ -32,6 +32,7 @@ class Job:
     attempts: int
     notice: str = ""
     notice_minutes: int = 0
+    link_token: str = ""  # CRED slice: an invitation's or reset's link token
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class MailboxRow:
 
 _JOB_COLUMNS = (
     "job_id, kind, channel, event_id, practice_id, conversation_id, recipient_id, to_address, body, attempts,"
-    " notice, notice_minutes"
+    " notice, notice_minutes, link_token"
 )
 
 
@@ -114,14 +115,16 @@ class NotifyStorage:
         return await cur.fetchone() is not None
 
     async def add_account_notice_job(
-        self, conn: psycopg.AsyncConnection, dedupe_key: str, user_id: str, notice: str, minutes: int
+        self, conn: psycopg.AsyncConnection, dedupe_key: str, user_id: str, notice: str, minutes: int,
+        link_token: str = "",
     ) -> bool:
         """Queue an account notice email; False when one with this dedupe key was queued before."""
         cur = await conn.execute(
-            "INSERT INTO notification_jobs (dedupe_key, kind, channel, recipient_id, notice, notice_minutes, status)"
-            " VALUES (%s, 'account_notice', 'email', %s, %s, %s, 'pending')"
+            "INSERT INTO notification_jobs (dedupe_key, kind, channel, recipient_id, notice, notice_minutes,"
+            " link_token, status)"
+            " VALUES (%s, 'account_notice', 'email', %s, %s, %s, %s, 'pending')"
             " ON CONFLICT (dedupe_key) DO NOTHING RETURNING job_id",
-            (dedupe_key, user_id, notice, minutes),
+            (dedupe_key, user_id, notice, minutes, link_token),
         )
         return await cur.fetchone() is not None
 
@@ -151,7 +154,8 @@ class NotifyStorage:
         async with self.transaction() as conn:
             await conn.execute(
                 "UPDATE notification_jobs SET status = %s, last_error = %s, attempts = attempts + 1,"
-                " sent_at = CASE WHEN %s = 'sent' THEN now() ELSE sent_at END"
+                " sent_at = CASE WHEN %s = 'sent' THEN now() ELSE sent_at END,"
+                " link_token = ''"  # CRED slice: a finished job keeps no link token
                 " WHERE job_id = %s AND status = 'pending'",
                 (status, last_error, status, job.job_id),
             )

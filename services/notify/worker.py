@@ -103,12 +103,25 @@ class Deliverer:
         await self._transport.send_email(email)
 
     async def _account_notice(self, job: Job) -> None:
-        if job.notice != "locked":
+        if job.notice not in ("locked", "invitation", "password_reset"):
             raise PermanentFailure(f"unknown notice {job.notice}")
         user = await self._recipient(job, same_practice=False)
         if not user.email:
             raise PermanentFailure("recipient has no email address")
-        await self._transport.send_email(render.account_locked_email(user.email, job.notice_minutes))
+        if job.notice == "locked":
+            await self._transport.send_email(render.account_locked_email(user.email, job.notice_minutes))
+            return
+        # CRED slice: invitations and password resets.
+        if not job.link_token:
+            raise PermanentFailure("notice has no link")
+        practice_name = await self._practice_name(user.practice_id)
+        url = render.credential_link_url(self._config.public_url, job.link_token)
+        is_client = user.role == auth_pb.ROLE_CLIENT
+        if job.notice == "invitation":
+            email = render.invitation_email(user.email, practice_name, url, is_client=is_client)
+        else:
+            email = render.password_reset_email(user.email, practice_name, url)
+        await self._transport.send_email(email)
 
     async def _message_sms(self, job: Job) -> None:
         # Asked right before sending, never cached: a STOP a second ago must count.

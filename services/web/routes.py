@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from services.web import api, devmailbox, events, views
+from services.web import api, credential_views, devmailbox, events, security_views, views
 from services.web.config import WebConfig
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -20,12 +20,28 @@ def setup_routes(app: web.Application, config: WebConfig) -> None:
     r.add_get("/sign-in", views.sign_in_form)
     r.add_post("/sign-in", views.sign_in)
     r.add_post("/sign-out", views.sign_out)
+    # MFA slice: two-step verification at sign-in, and the Security page.
+    r.add_post("/sign-in/verify", security_views.verify_sign_in)
+    r.add_post("/sign-in/enroll", security_views.enroll_at_sign_in)
+    r.add_get("/account/security", security_views.security_page)
+    r.add_post("/account/security/totp/begin", security_views.begin_enrollment)
+    r.add_post("/account/security/totp/confirm", security_views.confirm_enrollment)
+    r.add_post("/account/security/totp/disable", security_views.disable_totp)
+    r.add_post("/account/security/practice", security_views.update_practice_security)
     r.add_get("/", views.staff_home)
 
     r.add_get("/m/{token}", views.magic_link_landing)
     r.add_post("/m/{token}", views.magic_link_redeem)
 
     r.add_get("/portal/sign-in", views.portal_sign_in_form)
+
+    # CRED slice: invitation and reset links, forgot password, change password.
+    r.add_get("/credentials/{token}", credential_views.credential_link_landing)
+    r.add_post("/credentials/{token}", credential_views.credential_link_use)
+    r.add_get("/forgot-password", credential_views.forgot_password_form)
+    r.add_post("/forgot-password", credential_views.forgot_password)
+    r.add_get("/account/password", credential_views.change_password_form)
+    r.add_post("/account/password", credential_views.change_password)
     r.add_get("/portal", views.portal_home)
     r.add_get("/portal/conversations/{conversation_id}", views.portal_conversation)
     r.add_post("/portal/conversations/{conversation_id}/messages", views.portal_send)

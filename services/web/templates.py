@@ -115,6 +115,7 @@ $error
 <input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit" class="primary">Sign in</button>
 </form>
+<p><a href="/forgot-password?portal=$portal">Forgot password?</a></p>
 </main>"""
 
 
@@ -143,6 +144,7 @@ STAFF_TOPBAR = """<header class="topbar">
 <button type="button" id="sm-toggle" class="sm-button" aria-expanded="false" aria-controls="sm-panel">Secure Messages</button>
 <span id="unread-dot" class="dot" role="status" aria-label="New unread messages" $dot_hidden></span>
 </span>
+<a class="quiet" href="/account/security">Security</a>
 <form method="post" action="/sign-out" class="inline"><button type="submit" class="quiet">Sign out</button></form>
 </div>
 </header>"""

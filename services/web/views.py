@@ -74,16 +74,21 @@ async def readyz(request: web.Request) -> web.Response:
 
 # ---------------------------------------------------------------- sign-in / sign-out
 
+PASSWORD_SAVED_MESSAGE = "Your password is saved. Sign in with it and your authentication code."
+
 
 def _sign_in_form(request: web.Request, portal: bool) -> web.Response:
     next_path = request.query.get("next", "")
     # "ended": sent here because the session ended (idle, its end, a quick link's window); say so.
     ended = request.query.get("ended") == "1" or session_ended(request)
+    notice = SESSION_ENDED_MESSAGE if ended else ""
+    if request.query.get("password_saved") == "1":
+        notice = PASSWORD_SAVED_MESSAGE
     return html(
         templates.sign_in_page(
             portal=portal,
             next_path=next_path if is_safe_next(next_path) else "",
-            notice=SESSION_ENDED_MESSAGE if ended else "",
+            notice=notice,
         )
     )
 
@@ -125,6 +130,10 @@ async def sign_in(request: web.Request) -> web.Response:
             return again(WRONG_CREDENTIALS, 401)
         error = from_rpc_error(exc)
         return again(error.message, error.status)
+    if reply.second_factor_required:  # MFA slice: the second factor (or its enrolment) before any session
+        from services.web import security_views  # here: security_views imports this module
+
+        return await security_views.second_factor_step(request, reply, safe_next)
     await end_previous_session(request, reply.session_token)
     response = see_other(safe_next or landing_for(reply.user))
     set_session_cookie(request, response, reply.session_token)

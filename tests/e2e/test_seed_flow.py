@@ -69,7 +69,9 @@ async def test_dana_messages_alex_who_replies_from_the_email_link(browser, stack
     await page.get_by_role("button", name="Send").click()
     await expect(page.get_by_text(canary)).to_be_visible()
 
-    emails = await wait_for_emails(stack, ALEX[0], 1)
+    # Enabling Alex (no password yet) also sent the portal invitation (tests/e2e/test_credentials_flow.py).
+    emails = await wait_for_emails(stack, ALEX[0], 2)
+    emails = [e for e in emails if e["subject"] == "You have a new secure message"]
     assert len(emails) == 1, emails
     email = emails[0]
     assert canary not in (email["subject"] + email["text"] + email["html"])
