@@ -25,6 +25,8 @@ CONTENT_SECURITY_POLICY = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Pages whose URL carries a secret token (magic links, credential links).
+LINK_PAGES = ("/m/", "/credentials/")
 
 
 def is_api(request: web.Request) -> bool:
@@ -162,10 +164,11 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     headers = response.headers
     headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     headers["X-Frame-Options"] = "DENY"
-    # Magic-link tokens are in URLs: never let them leave this site in a Referer.
-    # (same-origin rather than no-referrer: under no-referrer browsers send
-    # "Origin: null" on form posts, which would blind the CSRF check.)
-    headers["Referrer-Policy"] = "same-origin"
+    # Link tokens are in URLs: the pages that carry one send no Referer at all;
+    # elsewhere same-origin (a Referer only to ourselves). Form posts from a
+    # no-referrer page carry "Origin: null", which the CSRF check accepts only
+    # with Sec-Fetch-Site: same-origin.
+    headers["Referrer-Policy"] = "no-referrer" if request.path.startswith(LINK_PAGES) else "same-origin"
     headers["X-Content-Type-Options"] = "nosniff"
     headers["Cross-Origin-Opener-Policy"] = "same-origin"
     if request.path.startswith("/static/"):

@@ -50,6 +50,7 @@ async def test_a_link_page_never_consumes_and_its_form_sets_the_password(stack):
         assert 'for="new-password">New password<' in page and 'for="confirm-password">Confirm password<' in page
         assert f'autocomplete="username" value="{client.email}"' in page
         assert resp.headers["Cache-Control"] == "no-store"
+        assert resp.headers["Referrer-Policy"] == "no-referrer"  # the token is in this page's URL
 
         form = {"username": client.email, "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD + "x"}
         async with http.post(f"/credentials/{token}", data=form, allow_redirects=False) as resp:

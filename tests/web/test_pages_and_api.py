@@ -249,7 +249,8 @@ async def test_quick_sign_in_link_reads_and_replies_once(stack):
                 assert resp.status == 200
                 assert "You have a secure message." in page and ">View message</button>" in page
                 assert f'action="{path}"' in page
-                assert resp.headers["Referrer-Policy"] == "same-origin"
+                # The link's token is in this page's URL: it must never leave in a Referer.
+                assert resp.headers["Referrer-Policy"] == "no-referrer"
         async with phone.post(path, allow_redirects=False) as resp:
             assert resp.status == 303
             assert resp.headers["Location"] == f"/portal/conversations/{cid}"
