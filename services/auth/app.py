@@ -17,6 +17,7 @@ from services.auth.mfa import MfaHandlers, SecretBox, load_mfa_key  # MFA slice
 from services.auth.mfa_storage import MfaStorage  # MFA slice
 from services.auth.notices import NoticeRelay
 from services.auth.passwords import Passwords
+from services.auth.revocations import RevocationFeed, RevocationHandlers  # REVOKE slice
 from services.auth.service_accounts import ServiceAccountHandlers  # KEYS slice
 from services.auth.servicer import AuthServicer
 from services.auth.storage import AuthStorage
@@ -51,6 +52,13 @@ async def create_service(config: AuthConfig) -> GrpcService:
     verifier.use_published_keys(
         keys.fetch_published, refresh_seconds=config.signing_key_refresh_seconds, min_refresh_seconds=1.0
     )
+    # REVOKE slice: auth follows its own revocations straight from its database.
+    revocations = RevocationFeed(
+        pool,
+        max(config.access_token_ttl_seconds, config.service_account_token_ttl_seconds),
+        config.revocation_refresh_seconds,
+    )
+    verifier.use_revocations(revocations.since, config.revocation_refresh_seconds)
     service_accounts = ServiceAccountHandlers(config, pool, storage, keys)
     notify_channel = open_channel(config.notify_target, token=tokens.token)
     relay = NoticeRelay(storage, notify_grpc.NotifyServiceStub(notify_channel), config.notice_retry_seconds)
@@ -61,6 +69,12 @@ async def create_service(config: AuthConfig) -> GrpcService:
     mfa_storage = MfaStorage(pool)  # MFA slice
     mfa = MfaHandlers(config, handlers, storage, mfa_storage, mfa_box)  # MFA slice
     admin = AdminHandlers(storage, mfa_storage)  # MFA slice
+    servicer = with_keys(  # KEYS slice
+        AuthServicer(handlers, credentials, mfa=mfa, admin=admin),
+        SigningKeyHandlers(keys),
+        service_accounts,
+    )
+    servicer.use_revocations(RevocationHandlers(revocations))  # REVOKE slice
 
     async def relay_notices() -> None:
         await relay.run()
@@ -75,11 +89,7 @@ async def create_service(config: AuthConfig) -> GrpcService:
         servicers=[
             (
                 pb_grpc.add_AuthServiceServicer_to_server,
-                with_keys(  # KEYS slice
-                    AuthServicer(handlers, credentials, mfa=mfa, admin=admin),
-                    SigningKeyHandlers(keys),
-                    service_accounts,
-                ),
+                servicer,
                 "confidant.auth.v1.AuthService",
             )
         ],

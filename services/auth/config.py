@@ -75,6 +75,9 @@ class AuthConfig:
     totp_issuer: str = "Confidant"
     mfa_key_file: Path | None = None
     # End of MFA slice.
+    # REVOKE slice: how often every service re-reads auth's revocations (deactivated people,
+    # deleted service accounts), so their tokens stop working within about this long.
+    revocation_refresh_seconds: float = 2.0
 
     @classmethod
     def load(cls, env: Env) -> AuthConfig:
@@ -116,6 +119,8 @@ class AuthConfig:
             recovery_code_count=positive("RECOVERY_CODE_COUNT", 10),
             totp_issuer=env.str("TOTP_ISSUER", "Confidant"),
             mfa_key_file=env.path("AUTH_MFA_KEY_FILE", str(env_keys_dir / MFA_KEY_FILE_NAME)),
+            # REVOKE slice
+            revocation_refresh_seconds=env.positive_float("REVOCATION_REFRESH_SECONDS", 2.0),
         )
         if not PASSWORD_MAX_LENGTH_FLOOR <= config.password_max_length <= PASSWORD_HARD_MAX_LENGTH:
             raise ConfigError(

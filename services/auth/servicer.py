@@ -12,6 +12,7 @@ from services.auth.handlers import AuthHandlers, SessionView
 from services.auth.key_rpcs import KeyRpcs  # KEYS slice
 from services.auth.mfa import MfaHandlers, SecondFactorPending  # MFA slice
 from services.auth.mfa_servicer import MfaRpcs  # MFA slice
+from services.auth.revocations import RevocationRpcs  # REVOKE slice
 from services.auth.storage import Practice, User
 from services.common.convert import PB_TO_ROLE as _PB_TO_ROLE
 from services.common.convert import ROLE_TO_PB as _ROLE_TO_PB
@@ -58,7 +59,9 @@ def _session(session: SessionView) -> pb.Session:
     )
 
 
-class AuthServicer(MfaRpcs, KeyRpcs, CredentialRpcs, pb_grpc.AuthServiceServicer):  # KeyRpcs: KEYS slice
+class AuthServicer(  # KeyRpcs: KEYS slice; RevocationRpcs: REVOKE slice
+    MfaRpcs, KeyRpcs, RevocationRpcs, CredentialRpcs, pb_grpc.AuthServiceServicer
+):
     def __init__(
         self,
         handlers: AuthHandlers,

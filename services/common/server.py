@@ -170,7 +170,11 @@ class GrpcService:
         await self.server.start()
         for full_name in [""] + [n for _, _, n in self.servicers]:
             await self._health.set(full_name, health_pb2.HealthCheckResponse.SERVING)
-        for factory in self.background:
+        background = list(self.background)
+        if self.verifier.revocations is not None:
+            # Every service follows auth's revocations, so a deactivated person's token stops at once.
+            background.append(self.verifier.revocations.run)
+        for factory in background:
             self._tasks.append(asyncio.create_task(self._supervise(factory)))
         log.info("serving", extra={"fields": {"port": self.port}})
         return self.port

@@ -16,6 +16,13 @@ periodically, and at once (rate-limited) when a token names an unknown kid.
 Until the published keys were fetched once, the ``auth.pub`` file (the key auth
 imports as its first signing key) is trusted for people's tokens, so a service
 starts and works while auth is still coming up.
+
+Deactivating a person or deleting a service account ends its tokens at once:
+auth publishes recent revocations (``ListRevocations``), each verifier keeps
+them in memory (``Revocations``, refreshed every couple of seconds by a
+background loop that ``GrpcService`` runs) and refuses a token of a revoked
+subject issued before its revocation. Verification itself never calls auth; if
+auth is unreachable the last known set is kept.
 """
 
 from __future__ import annotations
@@ -196,17 +203,123 @@ class PublishedKeys:
         return True
 
 
-def auth_key_fetcher(channel, timeout: float = 3.0) -> KeyFetcher:
-    """Fetches auth's published keys through ``channel`` (which adds this service's token)."""
+@dataclass(frozen=True)
+class Revocation:
+    """Every token of ``subject`` issued before ``revoked_at`` (epoch seconds) is refused."""
 
-    async def fetch() -> list[PublishedKey]:
+    subject: str
+    revoked_at: float
+    revision: int = 0
+
+
+@dataclass(frozen=True)
+class RevocationBatch:
+    """One answer of auth's revocation feed (see ListRevocations)."""
+
+    revocations: Sequence[Revocation]
+    # The feed's newest revision; lower than the one asked after when the feed started over.
+    revision: int
+    # A revocation matters this long after it was made (longest token lifetime + leeway).
+    retention_seconds: float
+    # How often auth asks verifiers to look again.
+    refresh_seconds: float
+
+
+RevocationFetcher = Callable[[int], Awaitable[RevocationBatch]]
+
+DEFAULT_REVOCATION_REFRESH_SECONDS = 2.0
+# Auth's advice on the interval is followed within these bounds.
+_MIN_REVOCATION_REFRESH_SECONDS = 0.1
+_MAX_REVOCATION_REFRESH_SECONDS = 60.0
+# Until auth said otherwise: the longest token lifetime (5 minutes) plus leeway, twice.
+_DEFAULT_RETENTION_SECONDS = 300 + 2 * _LEEWAY_SECONDS
+
+
+class Revocations:
+    """The subjects revoked within the last token lifetime, kept in memory.
+
+    ``refresh`` asks auth's feed for what is new since the last revision;
+    ``run`` does that every ``refresh_seconds`` (auth's advice once it answered).
+    A failed fetch keeps the last set. ``revoked_at`` is a dictionary lookup, so
+    verification stays synchronous and fast.
+    """
+
+    def __init__(self, fetch: RevocationFetcher, refresh_seconds: float = DEFAULT_REVOCATION_REFRESH_SECONDS) -> None:
+        self._fetch = fetch
+        self.refresh_seconds = refresh_seconds
+        self.retention_seconds = float(_DEFAULT_RETENTION_SECONDS)
+        self.revision = 0
+        self.loaded = False
+        self._revoked: dict[str, float] = {}
+        self._failing = False
+        self._lock = asyncio.Lock()
+
+    def revoked_at(self, subject: str) -> float | None:
+        return self._revoked.get(subject)
+
+    def __len__(self) -> int:
+        return len(self._revoked)
+
+    async def refresh(self) -> bool:
+        """Fetch what is new now; False (keeping the last set) when auth cannot be reached."""
+        async with self._lock:
+            try:
+                batch = await self._fetch(self.revision)
+                # Auth's feed started over (e.g. a restored database): reload it whole.
+                restarted = batch.revision < self.revision
+                if restarted:
+                    batch = await self._fetch(0)
+            except Exception as exc:  # auth unreachable: keep what we know
+                if not self._failing:
+                    log.warning("revocations not fetched", extra={"fields": {"error": type(exc).__name__}})
+                self._failing = True
+                return False
+            if self._failing:
+                log.info("revocations fetched again")
+            self._failing = False
+            if restarted:
+                self._revoked.clear()
+                self.revision = 0
+            for entry in batch.revocations:
+                self._revoked[entry.subject] = max(entry.revoked_at, self._revoked.get(entry.subject, 0.0))
+            self.revision = max(self.revision, batch.revision)
+            if batch.retention_seconds > 0:
+                self.retention_seconds = float(batch.retention_seconds)
+            if batch.refresh_seconds > 0:
+                self.refresh_seconds = min(
+                    max(batch.refresh_seconds, _MIN_REVOCATION_REFRESH_SECONDS), _MAX_REVOCATION_REFRESH_SECONDS
+                )
+            # Older revocations no longer matter: every token they could refuse has expired.
+            horizon = time.time() - self.retention_seconds
+            self._revoked = {subject: at for subject, at in self._revoked.items() if at >= horizon}
+            self.loaded = True
+            return True
+
+    async def run(self) -> None:
+        """Refresh now and then every ``refresh_seconds``, until cancelled."""
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self.refresh_seconds)
+
+
+class AuthFeed:
+    """What verifiers learn from auth through ``channel`` (which adds this service's
+    token): its published signing keys (calling the feed) and its revocations."""
+
+    def __init__(self, channel, timeout: float = 3.0) -> None:
+        self._channel = channel
+        self._timeout = timeout
+
+    def _stub(self):
         # Imported here: generated protos import nothing from services, but keep this module light.
-        from confidant.auth.v1 import auth_service_pb2 as auth_pb
         from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
 
-        reply = await auth_grpc.AuthServiceStub(channel).ListSigningKeys(
-            auth_pb.ListSigningKeysRequest(), timeout=timeout
-        )
+        return auth_grpc.AuthServiceStub(self._channel)
+
+    async def __call__(self) -> list[PublishedKey]:
+        from confidant.auth.v1 import auth_service_pb2 as auth_pb
+
+        reply = await self._stub().ListSigningKeys(auth_pb.ListSigningKeysRequest(), timeout=self._timeout)
         keys = []
         for key in reply.keys:
             try:
@@ -218,15 +331,36 @@ def auth_key_fetcher(channel, timeout: float = 3.0) -> KeyFetcher:
             keys.append(PublishedKey(key.kid, public_key, not_after))
         return keys
 
-    return fetch
+    async def revocations(self, after_revision: int) -> RevocationBatch:
+        from confidant.auth.v1 import auth_service_pb2 as auth_pb
+
+        reply = await self._stub().ListRevocations(
+            auth_pb.ListRevocationsRequest(after_revision=after_revision), timeout=self._timeout
+        )
+        return RevocationBatch(
+            revocations=[
+                Revocation(r.subject, r.revoked_at.seconds + r.revoked_at.nanos / 1e9, r.revision)
+                for r in reply.revocations
+            ],
+            revision=reply.revision,
+            retention_seconds=float(reply.retention_seconds),
+            refresh_seconds=reply.refresh_seconds,
+        )
+
+
+def auth_key_fetcher(channel, timeout: float = 3.0) -> AuthFeed:
+    """Fetches auth's published keys (and revocations) through ``channel``."""
+    return AuthFeed(channel, timeout)
 
 
 class TokenVerifier:
     def __init__(self, public_keys: dict[str, Ed25519PublicKey], published: PublishedKeys | None = None) -> None:
         # Service tokens: each service's key file, by name.
         self._keys = public_keys
-        # People's tokens: auth's published keys, once configured.
+        # People's tokens: auth's published keys, once configured ...
         self.published = published
+        # ... and auth's revocations (a background loop refreshes them; see GrpcService).
+        self.revocations: Revocations | None = None
 
     @classmethod
     def from_keys_dir(cls, keys_dir: Path, published: PublishedKeys | None = None) -> TokenVerifier:
@@ -242,9 +376,22 @@ class TokenVerifier:
     def use_published_keys(
         self, fetch: KeyFetcher, refresh_seconds: float = 300.0, min_refresh_seconds: float = 5.0
     ) -> PublishedKeys:
-        """Verify people's tokens against auth's published keys from now on."""
+        """Verify people's tokens against auth's published keys from now on.
+
+        With auth's feed (``auth_key_fetcher``) auth's revocations are followed too:
+        a verifier that trusts auth's keys must also honour what auth revoked.
+        """
         self.published = PublishedKeys(fetch, refresh_seconds, min_refresh_seconds)
+        if isinstance(fetch, AuthFeed):
+            self.use_revocations(fetch.revocations)
         return self.published
+
+    def use_revocations(
+        self, fetch: RevocationFetcher, refresh_seconds: float = DEFAULT_REVOCATION_REFRESH_SECONDS
+    ) -> Revocations:
+        """Refuse the tokens of revoked subjects (kept fresh by ``Revocations.run``)."""
+        self.revocations = Revocations(fetch, refresh_seconds)
+        return self.revocations
 
     async def authenticate(self, token: str) -> Principal:
         """``verify``, after refreshing auth's published keys when the token needs it."""
@@ -310,6 +457,11 @@ class TokenVerifier:
             return Principal(subject=subject, role="service", expires_at=claims["exp"])
         if issuer != USER_TOKEN_ISSUER:
             raise Unauthenticated("Only the auth service issues tokens for people.")
+        if self.revocations is not None:
+            revoked_at = self.revocations.revoked_at(subject)
+            # Leeway: a token minted while the revocation was being committed is refused too.
+            if revoked_at is not None and claims["iat"] <= revoked_at + _LEEWAY_SECONDS:
+                raise Unauthenticated("This access has been revoked.")
         return Principal(
             subject=subject,
             role=role,

@@ -16,7 +16,7 @@ from confidant.auth.v1 import auth_service_pb2 as auth_pb
 from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
 
 from services.common.errors import InvalidArgument, NotFound, Unavailable
-from services.common.identity import Principal, require_service, require_staff
+from services.common.identity import Principal, caller, require_scope, require_service, require_staff
 from services.consent import keywords
 from services.consent.keywords import Keyword
 from services.consent.ledger import Consent, Entry, Event, State, changes_for_save, fold
@@ -27,8 +27,13 @@ log = logging.getLogger("confidant.consent")
 
 SOURCE_CLIENT_INFO = "client_info"
 SOURCE_SMS = "sms"
+# A practice system (service account) through the gRPC API.
+SOURCE_API = "api"
 SYSTEM_ACTOR = "service:consent"
 NO_SUCH_CLIENT = "There is no such client in your practice."
+# What a practice's service account may do, by scope.
+SCOPE_READ = "consent.read"
+SCOPE_WRITE = "consent.write"
 
 
 @dataclass(frozen=True)
@@ -64,16 +69,22 @@ def _view(client_id: str, consent: Consent) -> ClientPhone:
     return ClientPhone(client_id, consent.phone, consent.text_ok, consent.state)
 
 
+def _staff_or_account(scope: str) -> Principal:
+    """The practice's staff, or one of its service accounts holding ``scope``."""
+    who = caller()
+    return require_scope(scope) if who.is_service_account else require_staff()
+
+
 class ConsentHandlers:
     def __init__(self, storage: ConsentStorage, auth: auth_grpc.AuthServiceStub, default_region: str = "US") -> None:
         self._storage = storage
         self._auth = auth
         self._region = default_region
 
-    # -- staff: the Client Info tab -------------------------------------------------
+    # -- staff (the Client Info tab) and practice systems (service accounts) ---------
 
     async def get_client_phone(self, client_id: str) -> ClientPhone:
-        staff = require_staff()
+        staff = _staff_or_account(SCOPE_READ)
         await self._check_client(staff, client_id)
         async with self._storage.transaction() as conn:
             consent = fold(row.as_entry() for row in await self._storage.ledger_for_client(conn, client_id))
@@ -84,8 +95,9 @@ class ConsentHandlers:
         return _view(client_id, consent)
 
     async def set_client_phone(self, client_id: str, phone_number: str, text_ok: bool) -> ClientPhone:
-        """Save the Client Info tab: an empty number deletes it (and "Text message ok")."""
-        staff = require_staff()
+        """Save the Client Info tab (or a practice system's update): an empty number deletes
+        it (and "Text message ok")."""
+        staff = _staff_or_account(SCOPE_WRITE)
         phone = normalise(phone_number, self._region) if phone_number.strip() else None
         if phone is None:
             text_ok = False
@@ -94,26 +106,27 @@ class ConsentHandlers:
             await self._storage.lock_client(conn, client_id)
             current = fold(row.as_entry() for row in await self._storage.ledger_for_client(conn, client_id))
             entries = changes_for_save(current, phone, text_ok)
+            source = SOURCE_API if staff.is_service_account else SOURCE_CLIENT_INFO
             if not entries:
                 return _view(client_id, current)
             after = fold(entries, start=current)
             await self._storage.append_ledger(
                 conn, client_id=client_id, practice_id=staff.practice_id, entries=entries,
-                actor=staff.subject, source=SOURCE_CLIENT_INFO,
+                actor=staff.subject, source=source,
             )
             await self._storage.save_current_number(conn, client_id, staff.practice_id, after.phone, after.text_ok)
             await self._storage.audit(
                 conn, actor=staff.subject, action="consent.client_info_saved", outcome="ok",
                 target=client_id, practice_id=staff.practice_id,
                 detail={"events": [str(e.event) for e in entries], "before": str(current.state),
-                        "after": str(after.state)},
+                        "after": str(after.state), "source": source},
             )
         log.info("client info saved", extra={"fields": {"client_id": client_id, "entries": len(entries),
                                                          "state": str(after.state)}})
         return _view(client_id, after)
 
     async def list_ledger(self, client_id: str) -> list[LedgerRow]:
-        staff = require_staff()
+        staff = _staff_or_account(SCOPE_READ)
         await self._check_client(staff, client_id)
         async with self._storage.transaction() as conn:
             rows = await self._storage.ledger_for_client(conn, client_id)
