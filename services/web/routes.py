@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from services.web import api, credential_views, devmailbox, events, security_views, views
+from services.web import admin_views, api, credential_views, devmailbox, events, security_views, views
 from services.web.config import WebConfig
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -29,6 +29,14 @@ def setup_routes(app: web.Application, config: WebConfig) -> None:
     r.add_post("/account/security/totp/disable", security_views.disable_totp)
     r.add_post("/account/security/practice", security_views.update_practice_security)
     r.add_get("/", views.staff_home)
+    # Team slice: the practice owner's Team and Audit trail pages.
+    r.add_get("/account/team", admin_views.team_page)
+    r.add_post("/account/team/invite", admin_views.invite)
+    r.add_post("/account/team/{user_id}/invite", admin_views.invite_again)
+    r.add_post("/account/team/{user_id}/role", admin_views.change_role)
+    r.add_get("/account/team/{user_id}/deactivate", admin_views.deactivate_confirm)
+    r.add_post("/account/team/{user_id}/deactivate", admin_views.deactivate)
+    r.add_get("/account/audit", admin_views.audit_page)
 
     r.add_get("/m/{token}", views.magic_link_landing)
     r.add_post("/m/{token}", views.magic_link_redeem)

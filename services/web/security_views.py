@@ -270,7 +270,8 @@ async def _security_page(request: web.Request, person: Person, error: str = "", 
     name = practice.practice.name
     body = templates.staff_page(title=f"Security — {name}", practice=name, person_name=person.user.display_name,
                                 user_id=person.user_id, unread=unread,
-                                max_length=request.app[CONFIG].staff_message_max_length, content=content)
+                                max_length=request.app[CONFIG].staff_message_max_length, content=content,
+                                owner=person.role == "owner")
     return html(body, status)
 
 

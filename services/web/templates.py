@@ -143,10 +143,23 @@ STAFF_TOPBAR = """<header class="topbar">
 <button type="button" id="sm-toggle" class="sm-button" aria-expanded="false" aria-controls="sm-panel">Secure Messages</button>
 <span id="unread-dot" class="dot" role="status" aria-label="New unread messages" $dot_hidden></span>
 </span>
-<a class="quiet" href="/account/security">Security</a>
+$account_links
 <form method="post" action="/sign-out" class="inline"><button type="submit" class="quiet">Sign out</button></form>
 </div>
 </header>"""
+
+STAFF_SECURITY_LINK = """<a class="quiet" href="/account/security">Security</a>"""
+
+# The practice owner's links (Team slice): inline on wide screens, in a menu on phones (no script needed).
+OWNER_LINKS = """<a class="quiet wide-only" href="/account/team">Team</a>
+<a class="quiet wide-only" href="/account/security">Security</a>
+<details class="menu narrow-only"><summary>Menu</summary>
+<ul class="menu-items">
+<li><a href="/account/team">Team</a></li>
+<li><a href="/account/audit">Audit trail</a></li>
+<li><a href="/account/security">Security</a></li>
+</ul>
+</details>"""
 
 SECURE_MESSAGES_PANEL = """<aside id="sm-panel" class="panel" aria-labelledby="sm-title" hidden>
 <div class="panel-head">
@@ -208,19 +221,21 @@ STAFF_HOME = """<main class="content">
 
 
 def staff_page(*, title: str, practice: str, person_name: str, user_id: str, unread: bool, max_length: int,
-               content: Safe) -> Safe:
+               content: Safe, owner: bool = False) -> Safe:
     body = join([
-        render(STAFF_TOPBAR, practice=practice, name=person_name, dot_hidden=hidden_unless(unread)),
+        render(STAFF_TOPBAR, practice=practice, name=person_name, dot_hidden=hidden_unless(unread),
+               account_links=Safe(OWNER_LINKS if owner else STAFF_SECURITY_LINK)),
         render(SECURE_MESSAGES_PANEL, composer=composer(max_length=max_length)),
         content,
     ])
     return page(title, body, page="staff", user_id=user_id)
 
 
-def staff_home(*, practice: str, person_name: str, user_id: str, unread: bool, max_length: int) -> Safe:
+def staff_home(*, practice: str, person_name: str, user_id: str, unread: bool, max_length: int,
+               owner: bool = False) -> Safe:
     content = render(STAFF_HOME, name=person_name, practice=practice)
     return staff_page(title=f"{practice} — Confidant", practice=practice, person_name=person_name,
-                      user_id=user_id, unread=unread, max_length=max_length, content=content)
+                      user_id=user_id, unread=unread, max_length=max_length, content=content, owner=owner)
 
 
 # ---------------------------------------------------------------- magic link landing

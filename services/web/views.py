@@ -182,6 +182,7 @@ async def staff_home(request: web.Request, person: Person) -> web.Response:
             user_id=person.user_id,
             unread=unread,
             max_length=request.app[CONFIG].staff_message_max_length,
+            owner=person.role == "owner",
         )
     )
 

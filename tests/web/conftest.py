@@ -150,6 +150,12 @@ async def _practice(stack: WebStack, tokens) -> None:
         await channel.close()
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @contextlib.asynccontextmanager
 async def web_app(config: WebConfig, sock: socket.socket) -> AsyncIterator[web.Application]:
     app = create_app(config)
@@ -163,7 +169,10 @@ async def web_app(config: WebConfig, sock: socket.socket) -> AsyncIterator[web.A
 
 
 @contextlib.asynccontextmanager
-async def web_stack(fresh_database, keys_dir, tokens, **web_settings: str) -> AsyncIterator[WebStack]:
+async def web_stack(fresh_database, keys_dir, tokens, *, relay_auth_notices: bool = False,
+                    **web_settings: str) -> AsyncIterator[WebStack]:
+    """``relay_auth_notices``: auth knows notify's address, so its emails (invitations, resets,
+    lock notices) reach the development mailbox; otherwise they stay in auth's outbox."""
     # The web edge's socket first: notify needs its public URL for the links in emails.
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -177,12 +186,21 @@ async def web_stack(fresh_database, keys_dir, tokens, **web_settings: str) -> As
         addresses: dict[str, str] = {}
         databases: dict[str, str] = {}
 
+        # Auth starts first, so notify's address is chosen before notify runs (when auth is to relay to it).
+        notify_port = free_port() if relay_auth_notices else 0
+        if notify_port:
+            addresses["notify"] = f"127.0.0.1:{notify_port}"
+
         async def start(name, config_cls, create, **settings):
             databases[name] = await fresh_database(name)
             env = service_env(keys_dir, public_url=url, **{f"{name}_database_url": databases[name]},
-                              **{f"{other}_addr": address for other, address in addresses.items()}, **fast,
-                              **settings)
+                              **{f"{other}_addr": address for other, address in addresses.items() if other != name},
+                              **fast, **settings)
             service = await create(config_cls.load(env))
+            if name == "notify" and notify_port:
+                await service.start(addresses["notify"])
+                stack.push_async_callback(service.stop)
+                return
             addresses[name] = await stack.enter_async_context(running(service))
 
         # In dependency order: auth calls no one; consent calls auth; notify auth and consent; messaging auth and notify.

@@ -1,0 +1,353 @@
+"""The practice owner's pages: the Team (invite, change roles, deactivate) and a
+read-only view of auth's audit trail.
+
+Only the owner sees them (403 for other staff); auth checks the same again on
+every call. Results are shown after a redirect that carries only the person's id
+(``?invited=<id>``), never a name or an email address. Deactivation asks for a
+confirmation on a page of its own (the CSP allows no inline script).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import grpc
+from aiohttp import web
+from confidant.auth.v1 import auth_service_pb2 as auth_pb
+
+from services.web import templates
+from services.web.errors import HttpError, from_rpc_error
+from services.web.presenters import when
+from services.web.resources import BACKENDS, CONFIG
+from services.web.session import Person, role_name, staff_page
+from services.web.templates import Safe, join, render
+from services.web.views import has_unread, html, see_other
+
+OWNER_ONLY = "Only the practice owner can manage the team."
+AUDIT_OWNER_ONLY = "Only the practice owner can see the audit trail."
+AUDIT_ROWS = 50
+INTACT = "The audit trail is intact."
+ALTERED = "The audit trail has been altered."
+
+# The roles an owner gives, in the order the select lists them.
+ASSIGNABLE = (("clinician", "Clinician", auth_pb.ROLE_CLINICIAN), ("team_member", "Team member",
+                                                                    auth_pb.ROLE_TEAM_MEMBER))
+ROLE_ENUMS = {name: enum for name, _, enum in ASSIGNABLE}
+ROLE_TITLES = {"owner": "Owner", "clinician": "Clinician", "team_member": "Team member"}
+MAX_NAME = 200
+MAX_EMAIL = 254
+
+# Answers of auth that a person can act on from the page.
+_SHOWN = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION,
+          grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def _shown(exc: grpc.aio.AioRpcError) -> tuple[str, int]:
+    if exc.code() not in _SHOWN:
+        raise exc
+    error = from_rpc_error(exc)
+    return error.message, error.status
+
+
+def owner_page(message: str):
+    """A staff page for the practice owner only: other staff get 403."""
+
+    def decorate(handler):
+        @functools.wraps(handler)
+        async def inner(request: web.Request, person: Person) -> web.StreamResponse:
+            if person.role != "owner":
+                raise HttpError(403, message)
+            return await handler(request, person)
+
+        return staff_page(inner)
+
+    return decorate
+
+
+# ---------------------------------------------------------------- templates
+
+TEAM = """<main class="content team-page">
+<h1>Team</h1>
+$message
+<section aria-labelledby="invite-heading" class="card">
+<h2 id="invite-heading">Invite someone</h2>
+<form method="post" action="/account/team/invite" class="stack">
+<label for="invite-name">Name</label>
+<input id="invite-name" name="name" type="text" required maxlength="$max_name" autocomplete="off" value="$name">
+<label for="invite-email">Email</label>
+<input id="invite-email" name="email" type="email" required maxlength="$max_email" autocomplete="off"
+ value="$email">
+<label for="invite-role">Role</label>
+<select id="invite-role" name="role">$roles</select>
+<button type="submit" class="primary">Send invitation</button>
+</form>
+</section>
+<section aria-labelledby="people-heading">
+<h2 id="people-heading">People</h2>
+<ul class="team" aria-labelledby="people-heading">$people</ul>
+</section>
+<p><a href="/account/audit">Audit trail</a></p>
+</main>"""
+
+MEMBER = """<li class="member" aria-labelledby="member-$id" data-user-id="$id">
+<div class="member-head"><span class="name" id="member-$id">$name</span>
+<span class="status $status_class">$status</span></div>
+<div class="muted small">$email</div>
+<div class="small">Role: <span data-role="role">$role</span></div>
+$controls
+</li>"""
+
+MEMBER_CONTROLS = """<div class="member-actions">
+<form method="post" action="/account/team/$id/role" class="row-form">
+<label for="role-$id">Role</label>
+<select id="role-$id" name="role">$roles</select>
+<button type="submit">Change role</button>
+</form>
+$invite
+<form method="get" action="/account/team/$id/deactivate" class="row-form">
+<button type="submit" class="danger">Deactivate</button>
+</form>
+</div>"""
+
+RESEND = """<form method="post" action="/account/team/$id/invite" class="row-form">
+<span class="muted small">Has not chosen a password yet.</span>
+<button type="submit">Send invitation again</button>
+</form>"""
+
+CONFIRM = """<main class="content">
+<p><a href="/account/team">Back to Team</a></p>
+<h1>Deactivate $name?</h1>
+$message
+<p>$name ($email) will be signed out everywhere at once and can no longer sign in.
+What they wrote stays in the practice's records.</p>
+<form method="post" action="/account/team/$id/deactivate" class="stack">
+<label class="check"><input type="checkbox" name="confirm" value="yes" required> Yes, deactivate $name</label>
+<button type="submit" class="danger">Deactivate</button>
+</form>
+<p><a href="/account/team">Cancel</a></p>
+</main>"""
+
+AUDIT = """<main class="content">
+<p><a href="/account/team">Back to Team</a></p>
+<h1>Audit trail</h1>
+$verdict
+<p class="muted small">The newest $limit events of sign-in and account activity in your practice, newest first.
+The whole trail ($rows entries) was checked.</p>
+<div class="table-scroll">
+<table class="audit">
+<thead><tr><th scope="col">Time</th><th scope="col">Action</th><th scope="col">Outcome</th>
+<th scope="col">Actor</th></tr></thead>
+<tbody>$events</tbody>
+</table>
+</div>
+</main>"""
+
+AUDIT_ROW = """<tr><td>$when</td><td><code>$action</code></td><td>$outcome</td><td><code>$actor</code></td></tr>"""
+
+
+def _message(error: str = "", notice: str = "") -> Safe:
+    if error:
+        return render('<p class="error" role="alert">$e</p>', e=error)
+    if notice:
+        return render('<p class="notice" role="status">$n</p>', n=notice)
+    return Safe("")
+
+
+def _role_options(selected: str) -> Safe:
+    return join(
+        render('<option value="$v" $sel>$label</option>', v=value, label=label,
+               sel=Safe("selected") if value == selected else Safe(""))
+        for value, label, _ in ASSIGNABLE
+    )
+
+
+def _member(member: auth_pb.StaffMember) -> Safe:
+    user = member.user
+    role = role_name(user)
+    controls = Safe("")
+    if role != "owner" and not member.deactivated:
+        invite = render(RESEND, id=user.user_id) if not user.has_password else Safe("")
+        controls = render(MEMBER_CONTROLS, id=user.user_id, roles=_role_options(role), invite=invite)
+    return render(MEMBER, id=user.user_id, name=user.display_name, email=user.email,
+                  role=ROLE_TITLES.get(role, role), status="Deactivated" if member.deactivated else "Active",
+                  status_class="off" if member.deactivated else "on", controls=controls)
+
+
+async def _layout(request: web.Request, person: Person, title: str, content: Safe, status: int = 200) -> web.Response:
+    backends = request.app[BACKENDS]
+    practice, unread = await asyncio.gather(
+        backends.auth.GetPractice(auth_pb.GetPracticeRequest(practice_id=person.user.practice_id),
+                                  metadata=person.metadata),
+        has_unread(request, person),
+    )
+    name = practice.practice.name
+    body = templates.staff_page(title=f"{title} — {name}", practice=name, person_name=person.user.display_name,
+                                user_id=person.user_id, unread=unread,
+                                max_length=request.app[CONFIG].staff_message_max_length, content=content,
+                                owner=person.role == "owner")
+    return html(body, status)
+
+
+async def _staff(request: web.Request, person: Person) -> list[auth_pb.StaffMember]:
+    reply = await request.app[BACKENDS].auth.ListStaff(auth_pb.ListStaffRequest(), metadata=person.metadata)
+    return list(reply.staff)
+
+
+def _find(staff: list[auth_pb.StaffMember], user_id: str) -> auth_pb.StaffMember | None:
+    return next((m for m in staff if m.user.user_id == user_id), None)
+
+
+def _notice(request: web.Request, staff: list[auth_pb.StaffMember]) -> str:
+    """The result of the form just sent, from the id the redirect carried."""
+    for key in ("invited", "role_changed", "deactivated"):
+        member = _find(staff, request.query.get(key, ""))
+        if member is None:
+            continue
+        name = member.user.display_name
+        if key == "invited":
+            return f"Invitation sent to {member.user.email}."
+        if key == "role_changed":
+            return f"{name} is now a {ROLE_TITLES.get(role_name(member.user), '').lower()}."
+        return f"{name} was deactivated and signed out everywhere."
+    return ""
+
+
+async def _team(request: web.Request, person: Person, *, error: str = "", status: int = 200,
+                form: dict[str, str] | None = None) -> web.Response:
+    staff = await _staff(request, person)
+    # The owner first, then by name.
+    staff.sort(key=lambda m: (role_name(m.user) != "owner", m.deactivated, m.user.display_name.lower()))
+    form = form or {}
+    content = render(
+        TEAM, message=_message(error, "" if error else _notice(request, staff)), max_name=MAX_NAME,
+        max_email=MAX_EMAIL, name=form.get("name", ""), email=form.get("email", ""),
+        roles=_role_options(form.get("role", "clinician")), people=join(_member(m) for m in staff),
+    )
+    return await _layout(request, person, "Team", content, status)
+
+
+# ---------------------------------------------------------------- the Team page
+
+
+@owner_page(OWNER_ONLY)
+async def team_page(request: web.Request, person: Person) -> web.Response:
+    return await _team(request, person)
+
+
+@owner_page(OWNER_ONLY)
+async def invite(request: web.Request, person: Person) -> web.Response:
+    posted = await request.post()
+    form = {
+        "name": " ".join(str(posted.get("name", "")).split())[:MAX_NAME],
+        "email": str(posted.get("email", "")).strip()[:MAX_EMAIL],
+        "role": str(posted.get("role", "")),
+    }
+    if not form["name"] or not form["email"]:
+        return await _team(request, person, error="Enter the person's name and email address.", status=400,
+                           form=form)
+    if form["role"] not in ROLE_ENUMS:
+        return await _team(request, person, error="Choose a role: Clinician or Team member.", status=400,
+                           form=form)
+    auth = request.app[BACKENDS].auth
+    try:
+        created = await auth.CreateUser(
+            auth_pb.CreateUserRequest(practice_id=person.user.practice_id, role=ROLE_ENUMS[form["role"]],
+                                      email=form["email"], display_name=form["name"]),
+            metadata=person.metadata,
+        )
+    except grpc.aio.AioRpcError as exc:
+        message, status = _shown(exc)
+        return await _team(request, person, error=message, status=status, form=form)
+    user_id = created.user.user_id
+    try:
+        await auth.InviteUser(auth_pb.InviteUserRequest(user_id=user_id), metadata=person.metadata)
+    except grpc.aio.AioRpcError as exc:
+        message, status = _shown(exc)
+        return await _team(request, person, status=status,
+                           error=f"{form['name']} was added, but the invitation was not sent: {message} "
+                                 "Try “Send invitation again”.")
+    return see_other(f"/account/team?invited={user_id}")
+
+
+@owner_page(OWNER_ONLY)
+async def invite_again(request: web.Request, person: Person) -> web.Response:
+    user_id = request.match_info["user_id"]
+    try:
+        await request.app[BACKENDS].auth.InviteUser(auth_pb.InviteUserRequest(user_id=user_id),
+                                                    metadata=person.metadata)
+    except grpc.aio.AioRpcError as exc:
+        message, status = _shown(exc)
+        return await _team(request, person, error=message, status=status)
+    return see_other(f"/account/team?invited={user_id}")
+
+
+@owner_page(OWNER_ONLY)
+async def change_role(request: web.Request, person: Person) -> web.Response:
+    user_id = request.match_info["user_id"]
+    posted = await request.post()
+    role = str(posted.get("role", ""))
+    if role not in ROLE_ENUMS:
+        return await _team(request, person, error="Choose a role: Clinician or Team member.", status=400)
+    try:
+        await request.app[BACKENDS].auth.ChangeRole(
+            auth_pb.ChangeRoleRequest(user_id=user_id, role=ROLE_ENUMS[role]), metadata=person.metadata
+        )
+    except grpc.aio.AioRpcError as exc:
+        message, status = _shown(exc)
+        return await _team(request, person, error=message, status=status)
+    return see_other(f"/account/team?role_changed={user_id}")
+
+
+# ---------------------------------------------------------------- deactivation, confirmed on its own page
+
+
+async def _confirm_page(request: web.Request, person: Person, error: str = "", status: int = 200) -> web.Response:
+    member = _find(await _staff(request, person), request.match_info["user_id"])
+    if member is None:
+        raise HttpError(404, "This person is not in your practice.")
+    if role_name(member.user) == "owner":
+        raise HttpError(409, "The practice owner cannot be deactivated.")
+    user = member.user
+    content = render(CONFIRM, id=user.user_id, name=user.display_name, email=user.email, message=_message(error))
+    return await _layout(request, person, f"Deactivate {user.display_name}", content, status)
+
+
+@owner_page(OWNER_ONLY)
+async def deactivate_confirm(request: web.Request, person: Person) -> web.Response:
+    return await _confirm_page(request, person)
+
+
+@owner_page(OWNER_ONLY)
+async def deactivate(request: web.Request, person: Person) -> web.Response:
+    user_id = request.match_info["user_id"]
+    posted = await request.post()
+    if posted.get("confirm") != "yes":
+        return await _confirm_page(request, person, error="Tick the box to confirm the deactivation.", status=400)
+    try:
+        await request.app[BACKENDS].auth.DeactivateUser(auth_pb.DeactivateUserRequest(user_id=user_id),
+                                                        metadata=person.metadata)
+    except grpc.aio.AioRpcError as exc:
+        message, status = _shown(exc)
+        return await _team(request, person, error=message, status=status)
+    return see_other(f"/account/team?deactivated={user_id}")
+
+
+# ---------------------------------------------------------------- the audit trail (read-only)
+
+
+@owner_page(AUDIT_OWNER_ONLY)
+async def audit_page(request: web.Request, person: Person) -> web.Response:
+    auth = request.app[BACKENDS].auth
+    verified, listing = await asyncio.gather(
+        auth.VerifyAuditTrail(auth_pb.VerifyAuditTrailRequest(), metadata=person.metadata),
+        auth.ListAuditEvents(auth_pb.ListAuditEventsRequest(page_size=AUDIT_ROWS), metadata=person.metadata),
+    )
+    verdict = (render('<p class="notice" role="status">$m</p>', m=INTACT) if verified.intact
+               else render('<p class="error" role="alert">$m</p>', m=ALTERED))
+    rows = join(
+        render(AUDIT_ROW, when=templates.when(when(e.occurred_at)), action=e.action, outcome=e.outcome, actor=e.actor)
+        for e in listing.events[:AUDIT_ROWS]
+    ) or Safe('<tr><td colspan="4" class="muted">No events yet.</td></tr>')
+    content = render(AUDIT, verdict=verdict, limit=AUDIT_ROWS, rows=verified.rows, events=rows)
+    return await _layout(request, person, "Audit trail", content)
