@@ -37,7 +37,7 @@ async def create_service(config: AuthConfig) -> GrpcService:
     # MFA slice: the key that seals TOTP secrets (created in development when missing).
     mfa_box = SecretBox(load_mfa_key(config.mfa_key_file, create_if_missing=config.common.development))
     passwords = await Passwords.create()
-    pool = await prepare_database(config.common.database_url, MIGRATIONS)
+    pool = await prepare_database(config.common.database_url, MIGRATIONS, app_role=config.database_app_role)
     storage = AuthStorage(pool)
     # KEYS slice: people's tokens are signed by the key ring in the database (auth.key is
     # imported as its first key); auth verifies them against its own published keys.

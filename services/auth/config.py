@@ -18,11 +18,19 @@ SIGN_IN_LOCK_AFTER_FAILURES_MAX = 99
 MFA_KEY_FILE_NAME = "auth-mfa.key"
 
 
+def _app_role(value: str) -> str:
+    """'none' turns the application role off (queries then run as the login user)."""
+    return "" if value.strip().lower() == "none" else value.strip()
+
+
 @dataclass(frozen=True)
 class AuthConfig:
     common: CommonConfig
     # Where notify is reached (the lock email).
     notify_target: str = "127.0.0.1:50054"
+    # The database role auth's queries run as: it may not UPDATE or DELETE the audit
+    # trail (migration 0007). Empty: run as the login user.
+    database_app_role: str = "confidant_auth_app"
     # A quick sign-in link works for this long after it was sent.
     magic_link_ttl_seconds: int = 900
     # Full sessions end after this much inactivity ...
@@ -85,6 +93,7 @@ class AuthConfig:
         env_keys_dir = CommonConfig.load("auth", env, DEFAULT_PORTS["auth"]).keys_dir  # MFA slice
         config = cls(
             common=CommonConfig.load("auth", env, DEFAULT_PORTS["auth"]),
+            database_app_role=_app_role(env.str("AUTH_DATABASE_APP_ROLE", "confidant_auth_app")),
             magic_link_ttl_seconds=positive("MAGIC_LINK_TTL_SECONDS", 900),
             session_idle_seconds=positive("SESSION_IDLE_SECONDS", 1800),
             session_absolute_seconds=positive("SESSION_ABSOLUTE_SECONDS", 43200),

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger("confidant.db")
@@ -79,7 +80,12 @@ async def wait_for_database(url: str, timeout_seconds: float = 30.0) -> None:
             await asyncio.sleep(0.5)
 
 
-async def open_pool(url: str, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
+async def open_pool(url: str, min_size: int = 1, max_size: int = 10, role: str | None = None) -> AsyncConnectionPool:
+    """The service's pool; with ``role``, every connection runs its queries as that role."""
+
+    async def configure(conn: psycopg.AsyncConnection) -> None:
+        await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+
     # No per-checkout check (check_connection): it costs a round trip on every
     # query. A connection that broke while idle fails its one request (retryable:
     # sends carry idempotency keys) and the pool replaces it; idle connections are
@@ -91,13 +97,39 @@ async def open_pool(url: str, min_size: int = 1, max_size: int = 10) -> AsyncCon
         open=False,
         max_idle=300,
         kwargs={"autocommit": True},
+        configure=configure if role else None,
     )
     await pool.open(wait=True, timeout=30)
     return pool
 
 
-async def prepare_database(url: str, migrations: Path, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
-    """Wait for the database, migrate it and open the pool: every service's start-up."""
+async def usable_role(url: str, role: str) -> bool:
+    """Whether ``role`` exists and the login user may SET ROLE to it."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = %s)"
+            " AND pg_has_role(current_user, %s, 'MEMBER')",
+            (role, role),
+        )
+        (ok,) = await cur.fetchone()
+        return bool(ok)
+
+
+async def prepare_database(
+    url: str, migrations: Path, min_size: int = 1, max_size: int = 10, app_role: str | None = None
+) -> AsyncConnectionPool:
+    """Wait for the database, migrate it and open the pool: every service's start-up.
+
+    Migrations run as the login user; with ``app_role`` (when it exists and the login
+    user is a member) the service's own queries run with that role's narrower rights.
+    """
     await wait_for_database(url)
     await apply_migrations(url, migrations)
-    return await open_pool(url, min_size, max_size)
+    role = None
+    if app_role:
+        if await usable_role(url, app_role):
+            role = app_role
+        else:
+            log.warning("application role not usable; running as the login user",
+                        extra={"fields": {"role": app_role}})
+    return await open_pool(url, min_size, max_size, role)
