@@ -1,4 +1,4 @@
-"""Practice administration (MFA slice): security settings, staff roles,
+"""Practice administration: security settings, staff roles,
 deactivation, and the owner's view of auth's audit trail.
 
 Authorization is checked first: only the practice's owner changes anything; staff

@@ -7,18 +7,18 @@ from pathlib import Path
 from confidant.auth.v1 import auth_service_pb2_grpc as pb_grpc
 from confidant.notify.v1 import notify_service_pb2_grpc as notify_grpc
 
-from services.auth.admin import AdminHandlers  # MFA slice
+from services.auth.admin import AdminHandlers
 from services.auth.config import AuthConfig
 from services.auth.credentials import CredentialHandlers, CredentialStorage
 from services.auth.handlers import AuthHandlers
-from services.auth.key_rpcs import OPEN_METHODS, with_keys  # KEYS slice
-from services.auth.keys import SigningKeyHandlers, SigningKeys  # KEYS slice
-from services.auth.mfa import MfaHandlers, SecretBox, load_mfa_key  # MFA slice
-from services.auth.mfa_storage import MfaStorage  # MFA slice
+from services.auth.key_rpcs import OPEN_METHODS, with_keys
+from services.auth.keys import SigningKeyHandlers, SigningKeys
+from services.auth.mfa import MfaHandlers, SecretBox, load_mfa_key
+from services.auth.mfa_storage import MfaStorage
 from services.auth.notices import NoticeRelay
 from services.auth.passwords import Passwords
-from services.auth.revocations import RevocationFeed, RevocationHandlers  # REVOKE slice
-from services.auth.service_accounts import ServiceAccountHandlers  # KEYS slice
+from services.auth.revocations import RevocationFeed, RevocationHandlers
+from services.auth.service_accounts import ServiceAccountHandlers
 from services.auth.servicer import AuthServicer
 from services.auth.storage import AuthStorage
 from services.common.clients import open_channel
@@ -34,12 +34,12 @@ async def create_service(config: AuthConfig) -> GrpcService:
     signer = TokenSigner.from_keys_dir(config.common.keys_dir, USER_TOKEN_ISSUER)
     verifier = TokenVerifier.from_keys_dir(config.common.keys_dir)
     tokens = ServiceTokenSource(signer)
-    # MFA slice: the key that seals TOTP secrets (created in development when missing).
+    # The key that seals TOTP secrets (created in development when missing).
     mfa_box = SecretBox(load_mfa_key(config.mfa_key_file, create_if_missing=config.common.development))
     passwords = await Passwords.create()
     pool = await prepare_database(config.common.database_url, MIGRATIONS, app_role=config.database_app_role)
     storage = AuthStorage(pool)
-    # KEYS slice: people's tokens are signed by the key ring in the database (auth.key is
+    # People's tokens are signed by the key ring in the database (auth.key is
     # imported as its first key); auth verifies them against its own published keys.
     keys = SigningKeys(
         pool,
@@ -52,7 +52,7 @@ async def create_service(config: AuthConfig) -> GrpcService:
     verifier.use_published_keys(
         keys.fetch_published, refresh_seconds=config.signing_key_refresh_seconds, min_refresh_seconds=1.0
     )
-    # REVOKE slice: auth follows its own revocations straight from its database.
+    # Auth follows its own revocations straight from its database.
     revocations = RevocationFeed(
         pool,
         max(config.access_token_ttl_seconds, config.service_account_token_ttl_seconds),
@@ -62,19 +62,19 @@ async def create_service(config: AuthConfig) -> GrpcService:
     service_accounts = ServiceAccountHandlers(config, pool, storage, keys)
     notify_channel = open_channel(config.notify_target, token=tokens.token)
     relay = NoticeRelay(storage, notify_grpc.NotifyServiceStub(notify_channel), config.notice_retry_seconds)
-    handlers = AuthHandlers(config, storage, passwords, keys, notice_queued=relay.wake)  # keys: KEYS slice
-    credentials = CredentialHandlers(  # CRED slice
+    handlers = AuthHandlers(config, storage, passwords, keys, notice_queued=relay.wake)
+    credentials = CredentialHandlers(
         config, storage, CredentialStorage(pool), passwords, handlers, notice_queued=relay.wake
     )
-    mfa_storage = MfaStorage(pool)  # MFA slice
-    mfa = MfaHandlers(config, handlers, storage, mfa_storage, mfa_box)  # MFA slice
-    admin = AdminHandlers(storage, mfa_storage)  # MFA slice
-    servicer = with_keys(  # KEYS slice
+    mfa_storage = MfaStorage(pool)
+    mfa = MfaHandlers(config, handlers, storage, mfa_storage, mfa_box)
+    admin = AdminHandlers(storage, mfa_storage)
+    servicer = with_keys(
         AuthServicer(handlers, credentials, mfa=mfa, admin=admin),
         SigningKeyHandlers(keys),
         service_accounts,
     )
-    servicer.use_revocations(RevocationHandlers(revocations))  # REVOKE slice
+    servicer.use_revocations(RevocationHandlers(revocations))
 
     async def relay_notices() -> None:
         await relay.run()
@@ -93,8 +93,8 @@ async def create_service(config: AuthConfig) -> GrpcService:
                 "confidant.auth.v1.AuthService",
             )
         ],
-        background=[handlers.purge_loop, relay_notices, keys.refresh_loop, mfa.purge_loop,  # refresh_loop: KEYS slice; mfa: MFA slice
-                    credentials.purge_loop],  # CRED slice
-        open_methods=OPEN_METHODS,  # KEYS slice
+        background=[handlers.purge_loop, relay_notices, keys.refresh_loop, mfa.purge_loop,
+                    credentials.purge_loop],
+        open_methods=OPEN_METHODS,
         cleanup=[close],
     )

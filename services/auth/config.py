@@ -14,7 +14,7 @@ PASSWORD_HARD_MAX_LENGTH = 1024
 PASSWORD_MAX_LENGTH_FLOOR = 128
 # NIST SP 800-63B: lock well before 100 consecutive failed attempts.
 SIGN_IN_LOCK_AFTER_FAILURES_MAX = 99
-# MFA slice: the file (in the keys dir) holding the key that seals TOTP secrets.
+# The file (in the keys dir) holding the key that seals TOTP secrets.
 MFA_KEY_FILE_NAME = "auth-mfa.key"
 
 
@@ -59,12 +59,12 @@ class AuthConfig:
     sign_in_failure_memory_seconds: int = 86400
     # The lock-email outbox is relayed at once, and retried this often while notify is down.
     notice_retry_seconds: int = 10
-    # CRED slice (portal invitations, password reset): how long each link works.
+    # Portal invitation and password-reset links work this long.
     invitation_ttl_seconds: int = 86400
     password_reset_ttl_seconds: int = 3600
     # At most one reset email per account this often (the per-address limit cannot stop many addresses).
     password_reset_min_interval_seconds: int = 60
-    # KEYS slice: a rotated signing key signs only this long after it is published (so every
+    # A rotated signing key signs only this long after it is published (so every
     # verifier can have fetched it); auth re-reads its keys this often; service-account tokens
     # live this long (at most 300) and each client id may ask for one this often per window.
     signing_key_activation_seconds: int = 30
@@ -72,8 +72,7 @@ class AuthConfig:
     service_account_token_ttl_seconds: int = 300
     service_account_token_limit: int = 30
     service_account_token_window_seconds: int = 60
-    # End of KEYS slice.
-    # MFA slice: a sign-in waiting for its second factor (or enrolment) lasts this long;
+    # A sign-in waiting for its second factor (or enrolment) lasts this long;
     # codes of this many 30-second steps either side of now are accepted; this many
     # recovery codes; the issuer shown in authenticator apps; the key that seals
     # TOTP secrets at rest (created in development, required in production).
@@ -82,17 +81,16 @@ class AuthConfig:
     recovery_code_count: int = 10
     totp_issuer: str = "Confidant"
     mfa_key_file: Path | None = None
-    # End of MFA slice.
-    # REVOKE slice: how often every service re-reads auth's revocations (deactivated people,
+    # How often every service re-reads auth's revocations (deactivated people,
     # deleted service accounts), so their tokens stop working within about this long.
     revocation_refresh_seconds: float = 2.0
 
     @classmethod
     def load(cls, env: Env) -> AuthConfig:
         positive = env.positive_int
-        env_keys_dir = CommonConfig.load("auth", env, DEFAULT_PORTS["auth"]).keys_dir  # MFA slice
+        common = CommonConfig.load("auth", env, DEFAULT_PORTS["auth"])
         config = cls(
-            common=CommonConfig.load("auth", env, DEFAULT_PORTS["auth"]),
+            common=common,
             database_app_role=_app_role(env.str("AUTH_DATABASE_APP_ROLE", "confidant_auth_app")),
             magic_link_ttl_seconds=positive("MAGIC_LINK_TTL_SECONDS", 900),
             session_idle_seconds=positive("SESSION_IDLE_SECONDS", 1800),
@@ -112,23 +110,19 @@ class AuthConfig:
             sign_in_address_window_seconds=positive("SIGN_IN_ADDRESS_WINDOW_SECONDS", 60),
             sign_in_failure_memory_seconds=positive("SIGN_IN_FAILURE_MEMORY_SECONDS", 86400),
             notice_retry_seconds=positive("NOTICE_RETRY_SECONDS", 10),
-            # CRED slice
             invitation_ttl_seconds=positive("INVITATION_TTL_SECONDS", 86400),
             password_reset_ttl_seconds=positive("PASSWORD_RESET_TTL_SECONDS", 3600),
             password_reset_min_interval_seconds=env.int("PASSWORD_RESET_MIN_INTERVAL_SECONDS", 60),
-            # KEYS slice
             signing_key_activation_seconds=env.int("SIGNING_KEY_ACTIVATION_SECONDS", 30),
             signing_key_refresh_seconds=positive("SIGNING_KEY_REFRESH_SECONDS", 30),
             service_account_token_ttl_seconds=positive("SERVICE_ACCOUNT_TOKEN_TTL_SECONDS", 300),
             service_account_token_limit=positive("SERVICE_ACCOUNT_TOKEN_LIMIT", 30),
             service_account_token_window_seconds=positive("SERVICE_ACCOUNT_TOKEN_WINDOW_SECONDS", 60),
-            # MFA slice
             second_factor_pending_seconds=positive("SECOND_FACTOR_PENDING_SECONDS", 300),
             totp_valid_window=env.int("TOTP_VALID_WINDOW", 1),
             recovery_code_count=positive("RECOVERY_CODE_COUNT", 10),
             totp_issuer=env.str("TOTP_ISSUER", "Confidant"),
-            mfa_key_file=env.path("AUTH_MFA_KEY_FILE", str(env_keys_dir / MFA_KEY_FILE_NAME)),
-            # REVOKE slice
+            mfa_key_file=env.path("AUTH_MFA_KEY_FILE", str(common.keys_dir / MFA_KEY_FILE_NAME)),
             revocation_refresh_seconds=env.positive_float("REVOCATION_REFRESH_SECONDS", 2.0),
         )
         if not PASSWORD_MAX_LENGTH_FLOOR <= config.password_max_length <= PASSWORD_HARD_MAX_LENGTH:
@@ -147,12 +141,10 @@ class AuthConfig:
                 f"{PREFIX}SIGN_IN_LOCK_AFTER_FAILURES must be at most {SIGN_IN_LOCK_AFTER_FAILURES_MAX} "
                 "(NIST SP 800-63B allows no more than 100 consecutive failures)."
             )
-        # KEYS slice
         if config.service_account_token_ttl_seconds > 300:
             raise ConfigError(f"{PREFIX}SERVICE_ACCOUNT_TOKEN_TTL_SECONDS must be at most 300.")
         if config.signing_key_activation_seconds < 0:
             raise ConfigError(f"{PREFIX}SIGNING_KEY_ACTIVATION_SECONDS must not be negative.")
-        # MFA slice
         if not 0 <= config.totp_valid_window <= 2:
             raise ConfigError(f"{PREFIX}TOTP_VALID_WINDOW must be 0, 1 or 2, not {config.totp_valid_window}.")
         if not config.common.development and not config.mfa_key_file.is_file():

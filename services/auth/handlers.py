@@ -163,7 +163,7 @@ class AuthHandlers:
         self._storage = storage
         self._passwords = passwords
         self._signer = signer
-        # MFA slice: set by MfaHandlers; after a right password it returns a pending
+        # Set by MfaHandlers; after a right password it returns a pending
         # second-factor sign-in instead of a session (or None for a session now).
         self.second_factor: Callable[[User, dict], Awaitable[object | None]] | None = None
         # Whether this person's sign-in needs a second factor (set by MfaHandlers too).
@@ -451,7 +451,7 @@ class AuthHandlers:
         user, password_hash = found
         if password_hash and self._passwords.needs_rehash(password_hash):
             await self._storage.update_password_hash(user.user_id, await self._passwords.hash(password))
-        # MFA slice: a second factor (or its enrolment) comes first; the failure count
+        # A second factor (or its enrolment) comes first; the failure count
         # stays until it succeeds, so wrong codes keep counting toward the lock.
         if self.second_factor is not None:
             pending = await self.second_factor(user, detail)

@@ -1,4 +1,4 @@
-"""The gRPC face of the KEYS slice: signing keys and service accounts.
+"""The gRPC face of signing keys and service accounts.
 
 Mixed into AuthServicer; app.py attaches the handlers with ``use_keys``.
 """
@@ -97,6 +97,6 @@ OPEN_METHODS = ["/confidant.auth.v1.AuthService/IssueServiceAccountToken"]
 
 
 def with_keys(servicer: KeyRpcs, signing_keys: SigningKeyHandlers, service_accounts: ServiceAccountHandlers):
-    """``servicer`` with the KEYS slice's handlers attached."""
+    """``servicer`` with the signing-key and service-account handlers attached."""
     servicer.use_keys(signing_keys, service_accounts)
     return servicer

@@ -1,4 +1,4 @@
-"""The MFA slice's RPCs, mixed into AuthServicer: protos in, handler calls, protos out."""
+"""The RPCs of two-step verification and practice administration, mixed into AuthServicer: protos in, handler calls, protos out."""
 
 from __future__ import annotations
 

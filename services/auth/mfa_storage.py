@@ -1,4 +1,4 @@
-"""The MFA slice's SQL: TOTP secrets, recovery codes, pending second-factor
+"""The SQL of two-step verification and staff administration: TOTP secrets, recovery codes, pending second-factor
 sign-ins, practice security settings, staff administration and the audit trail.
 
 Like services/auth/storage.py: one named method per query, and writes that the

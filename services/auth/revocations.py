@@ -1,4 +1,4 @@
-"""The revocation feed (REVOKE slice): deactivating a person or deleting a service
+"""The revocation feed: deactivating a person or deleting a service
 account ends its access tokens at once, not when they expire.
 
 Auth's database records each revocation (triggers on ``users.deactivated_at`` and

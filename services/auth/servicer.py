@@ -6,13 +6,13 @@ import grpc
 from confidant.auth.v1 import auth_service_pb2 as pb
 from confidant.auth.v1 import auth_service_pb2_grpc as pb_grpc
 
-from services.auth.admin import AdminHandlers  # MFA slice
-from services.auth.credentials import CredentialHandlers, CredentialRpcs  # CRED slice
+from services.auth.admin import AdminHandlers
+from services.auth.credentials import CredentialHandlers, CredentialRpcs
 from services.auth.handlers import AuthHandlers, SessionView
-from services.auth.key_rpcs import KeyRpcs  # KEYS slice
-from services.auth.mfa import MfaHandlers, SecondFactorPending  # MFA slice
-from services.auth.mfa_servicer import MfaRpcs  # MFA slice
-from services.auth.revocations import RevocationRpcs  # REVOKE slice
+from services.auth.key_rpcs import KeyRpcs
+from services.auth.mfa import MfaHandlers, SecondFactorPending
+from services.auth.mfa_servicer import MfaRpcs
+from services.auth.revocations import RevocationRpcs
 from services.auth.storage import Practice, User
 from services.common.convert import PB_TO_ROLE as _PB_TO_ROLE
 from services.common.convert import ROLE_TO_PB as _ROLE_TO_PB
@@ -59,20 +59,20 @@ def _session(session: SessionView) -> pb.Session:
     )
 
 
-class AuthServicer(  # KeyRpcs: KEYS slice; RevocationRpcs: REVOKE slice
+class AuthServicer(
     MfaRpcs, KeyRpcs, RevocationRpcs, CredentialRpcs, pb_grpc.AuthServiceServicer
 ):
     def __init__(
         self,
         handlers: AuthHandlers,
         credentials: CredentialHandlers | None = None,
-        mfa: MfaHandlers | None = None,  # MFA slice
-        admin: AdminHandlers | None = None,  # MFA slice
+        mfa: MfaHandlers | None = None,
+        admin: AdminHandlers | None = None,
     ) -> None:
         self._handlers = handlers
-        self._credentials = credentials  # CRED slice
-        self._mfa_handlers = mfa  # MFA slice
-        self._admin = admin  # MFA slice
+        self._credentials = credentials
+        self._mfa_handlers = mfa
+        self._admin = admin
 
     async def CreatePractice(
         self, request: pb.CreatePracticeRequest, context: grpc.aio.ServicerContext
@@ -112,7 +112,7 @@ class AuthServicer(  # KeyRpcs: KEYS slice; RevocationRpcs: REVOKE slice
 
     async def SignIn(self, request: pb.SignInRequest, context: grpc.aio.ServicerContext) -> pb.SignInResponse:
         signed_in = await self._handlers.sign_in(request.email, request.password, request.client_address)
-        if isinstance(signed_in, SecondFactorPending):  # MFA slice: no session until the second factor
+        if isinstance(signed_in, SecondFactorPending):
             return pb.SignInResponse(
                 user=_user(signed_in.user),
                 second_factor_required=True,

@@ -224,7 +224,7 @@ class AuthStorage:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                # MFA slice: a deactivated person signs in no more than an unknown email does.
+                # A deactivated person signs in no more than an unknown email does.
                 sql.SQL(
                     "SELECT {}, u.password_hash FROM users u WHERE u.email = %s AND u.deactivated_at IS NULL"
                 ).format(_USER_COLUMNS),
@@ -292,7 +292,7 @@ class AuthStorage:
             "  RETURNING s.user_id, s.kind, s.conversation_id, s.last_seen_at, s.expires_at"
             ") SELECT {columns}, t.kind, t.conversation_id, t.last_seen_at, t.expires_at, now() AS now"
             " FROM touched t JOIN users u ON u.user_id = t.user_id"
-            " WHERE u.deactivated_at IS NULL"  # MFA slice: deactivated people have no session
+            " WHERE u.deactivated_at IS NULL"
         ).format(columns=_USER_COLUMNS)
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)

@@ -67,7 +67,7 @@ class Directory:
             for user in reply.users
         }
 
-    # CRED slice: a client enabled for secure messaging without portal credentials gets an invitation.
+    # A client enabled for secure messaging without portal credentials gets an invitation.
     async def invite_if_no_password(self, user_id: str) -> bool:
         """Ask auth to email an invitation when the person has no password; True when one was sent.
 

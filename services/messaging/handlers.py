@@ -125,7 +125,7 @@ def _check_reach(who: Principal, conversation_id: str) -> None:
         raise PermissionDenied("This quick sign-in reaches only the conversation it was sent for.")
 
 
-# KEYS slice: what a practice's service account may do, by scope.
+# What a practice's service account may do, by scope.
 SCOPE_SEND = "messaging.send"
 SCOPE_READ = "messaging.read"
 
@@ -214,7 +214,7 @@ class Handlers:
             raise FailedPrecondition("Secure messaging is turned off for this practice.")
         changed = await self._storage.enable_client_messaging(client_id, who.practice_id, who.subject)
         log.info("client messaging enabled", extra={"fields": {"client_id": client_id, "changed": changed}})
-        if changed:  # CRED slice: no portal credentials yet -> an invitation to choose them
+        if changed:
             await self._directory.invite_if_no_password(client_id)
         return True
 
@@ -228,7 +228,7 @@ class Handlers:
         return conversation
 
     async def _reachable_conversation(self, who: Principal, conversation_id: str) -> Conversation:
-        """A participant's conversation, or for a service account any of its practice's (KEYS slice)."""
+        """A participant's conversation, or for a service account any of its practice's."""
         if not who.is_service_account:
             return await self._participant_conversation(who, conversation_id)
         conversation = await self._storage.practice_conversation(conversation_id, who.practice_id)
@@ -273,7 +273,7 @@ class Handlers:
         client_id = clients[0] if clients else None
         if client_id and not await self._storage.client_messaging_enabled(client_id, who.practice_id):
             raise FailedPrecondition("Secure messaging is not enabled for this client.")
-        # KEYS slice: a service account opens the conversation of the others, seen as its first staff member.
+        # A service account opens the conversation of the others, seen as its first staff member.
         members, viewer = [(who.user_id, True)], who.user_id
         if who.is_service_account:
             staff = [p for p in others if people[p].is_staff]
@@ -311,7 +311,7 @@ class Handlers:
         who = _person_or_account(SCOPE_READ)
         limit = _page_size(page_size, CONVERSATIONS_PAGE)
         after = _decode_page_token(page_token)
-        if who.is_service_account:  # KEYS slice: the whole practice's conversations, audited
+        if who.is_service_account:  # The whole practice's conversations, audited
             rows = await self._storage.practice_conversations(who.practice_id, limit + 1, after=after)
             await self._storage.record_audit(
                 AuditEntry(

@@ -291,7 +291,7 @@ class Storage:
             row = await cur.fetchone()
         return _conversation(row) if row else None
 
-    # KEYS slice: a practice's service account reaches the practice's conversations
+    # A practice's service account reaches the practice's conversations
     # without being a participant (viewer_read_seq is last_seq: nothing is "unread" to it).
     _PRACTICE_SELECT = """
 SELECT c.conversation_id::text AS conversation_id, c.practice_id, c.client_id,
@@ -336,7 +336,6 @@ SELECT c.conversation_id::text AS conversation_id, c.practice_id, c.client_id,
             rows = await cur.fetchall()
         return [_conversation(row) for row in rows]
 
-    # End of KEYS slice.
 
     async def conversation_by_participants(
         self, practice_id: str, participant_key: str, viewer_id: str

@@ -21,7 +21,7 @@ MAX_PAGE_SIZE = 500
 # Ten SMS segments; consent replies are far shorter.
 MAX_SMS_BODY = 1600
 ACCOUNT_NOTICES = frozenset({"locked", "invitation", "password_reset"})
-# CRED slice: notices that carry a credential link.
+# Notices that carry a credential link.
 LINK_NOTICES = frozenset({"invitation", "password_reset"})
 MAX_LINK_TOKEN = 256
 MAX_DEDUPE_KEY = 200
@@ -119,7 +119,7 @@ class NotifyHandlers:
             raise InvalidArgument(f"dedupe_key must be at most {MAX_DEDUPE_KEY} characters long.")
         if not 0 <= lock_minutes <= MAX_LOCK_MINUTES:
             raise InvalidArgument(f"lock_minutes must be between 0 and {MAX_LOCK_MINUTES}.")
-        # CRED slice: invitations and resets carry their link's token (URL-safe base64).
+        # Invitations and resets carry their link's token (URL-safe base64).
         link_token = link_token.strip() if kind in LINK_NOTICES else ""
         if kind in LINK_NOTICES and (
             not link_token or len(link_token) > MAX_LINK_TOKEN

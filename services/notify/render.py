@@ -66,7 +66,7 @@ def account_locked_email(to: str, minutes: int) -> Email:
     return Email(to=to, subject=ACCOUNT_LOCKED_SUBJECT, text_body=text, html_body=body_html)
 
 
-# -- CRED slice: invitations and password resets (no PHI: the practice's name and a link) --
+# -- Invitations and password resets (no PHI: the practice's name and a link) --
 
 INVITATION_CLIENT_SUBJECT = "Set up your Client Portal"
 INVITATION_STAFF_SUBJECT = "You're invited to Confidant"

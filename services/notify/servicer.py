@@ -13,7 +13,6 @@ from services.notify.storage import MailboxRow
 _CHANNELS = {"email": pb.CHANNEL_EMAIL, "sms": pb.CHANNEL_SMS}
 _NOTICES = {
     pb.ACCOUNT_NOTICE_KIND_LOCKED: "locked",
-    # CRED slice
     pb.ACCOUNT_NOTICE_KIND_INVITATION: "invitation",
     pb.ACCOUNT_NOTICE_KIND_PASSWORD_RESET: "password_reset",
 }

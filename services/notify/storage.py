@@ -32,7 +32,7 @@ class Job:
     attempts: int
     notice: str = ""
     notice_minutes: int = 0
-    link_token: str = ""  # CRED slice: an invitation's or reset's link token
+    link_token: str = ""  # An invitation's or reset's link token
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ class NotifyStorage:
             await conn.execute(
                 "UPDATE notification_jobs SET status = %s, last_error = %s, attempts = attempts + 1,"
                 " sent_at = CASE WHEN %s = 'sent' THEN now() ELSE sent_at END,"
-                " link_token = ''"  # CRED slice: a finished job keeps no link token
+                " link_token = ''"
                 " WHERE job_id = %s AND status = 'pending'",
                 (status, last_error, status, job.job_id),
             )

@@ -111,7 +111,7 @@ class Deliverer:
         if job.notice == "locked":
             await self._transport.send_email(render.account_locked_email(user.email, job.notice_minutes))
             return
-        # CRED slice: invitations and password resets.
+        # Invitations and password resets.
         if not job.link_token:
             raise PermanentFailure("notice has no link")
         practice_name = await self._practice_name(user.practice_id)

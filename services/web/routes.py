@@ -20,7 +20,7 @@ def setup_routes(app: web.Application, config: WebConfig) -> None:
     r.add_get("/sign-in", views.sign_in_form)
     r.add_post("/sign-in", views.sign_in)
     r.add_post("/sign-out", views.sign_out)
-    # MFA slice: two-step verification at sign-in, and the Security page.
+    # Two-step verification at sign-in, and the Security page.
     r.add_post("/sign-in/verify", security_views.verify_sign_in)
     r.add_post("/sign-in/enroll", security_views.enroll_at_sign_in)
     r.add_get("/account/security", security_views.security_page)
@@ -29,7 +29,7 @@ def setup_routes(app: web.Application, config: WebConfig) -> None:
     r.add_post("/account/security/totp/disable", security_views.disable_totp)
     r.add_post("/account/security/practice", security_views.update_practice_security)
     r.add_get("/", views.staff_home)
-    # Team slice: the practice owner's Team and Audit trail pages.
+    # The practice owner's Team and Audit trail pages.
     r.add_get("/account/team", admin_views.team_page)
     r.add_post("/account/team/invite", admin_views.invite)
     r.add_post("/account/team/{user_id}/invite", admin_views.invite_again)
@@ -43,7 +43,7 @@ def setup_routes(app: web.Application, config: WebConfig) -> None:
 
     r.add_get("/portal/sign-in", views.portal_sign_in_form)
 
-    # CRED slice: invitation and reset links, forgot password, change password.
+    # Invitation and reset links, forgot password, change password.
     r.add_get("/credentials/{token}", credential_views.credential_link_landing)
     r.add_post("/credentials/{token}", credential_views.credential_link_use)
     r.add_get("/forgot-password", credential_views.forgot_password_form)

@@ -1,4 +1,4 @@
-"""Two-step verification pages (MFA slice): the second step of sign-in, enrolment
+"""Two-step verification pages: the second step of sign-in, enrolment
 (at sign-in when the practice requires it, or from the Security page), the
 recovery codes shown once, and the owner's "require it for all staff" setting.
 

@@ -150,7 +150,7 @@ $account_links
 
 STAFF_SECURITY_LINK = """<a class="quiet" href="/account/security">Security</a>"""
 
-# The practice owner's links (Team slice): inline on wide screens, in a menu on phones (no script needed).
+# The practice owner's links: inline on wide screens, in a menu on phones (no script needed).
 OWNER_LINKS = """<a class="quiet wide-only" href="/account/team">Team</a>
 <a class="quiet wide-only" href="/account/security">Security</a>
 <details class="menu narrow-only"><summary>Menu</summary>

@@ -130,7 +130,7 @@ async def sign_in(request: web.Request) -> web.Response:
             return again(WRONG_CREDENTIALS, 401)
         error = from_rpc_error(exc)
         return again(error.message, error.status)
-    if reply.second_factor_required:  # MFA slice: the second factor (or its enrolment) before any session
+    if reply.second_factor_required:
         from services.web import security_views  # here: security_views imports this module
 
         return await security_views.second_factor_step(request, reply, safe_next)

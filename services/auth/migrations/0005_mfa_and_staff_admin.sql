@@ -1,4 +1,4 @@
--- MFA slice: TOTP second factor, recovery codes, pending second-factor sign-ins,
+-- TOTP second factor, recovery codes, pending second-factor sign-ins,
 -- the practice's "require two-step verification for staff" setting, deactivated
 -- users, and an append-only audit trail.
 

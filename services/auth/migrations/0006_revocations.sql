@@ -1,4 +1,4 @@
--- REVOKE slice: the revocation feed. Deactivating a person or deleting a service
+-- The revocation feed. Deactivating a person or deleting a service
 -- account must end its access tokens at once, not when they expire: every service
 -- keeps the recent revocations (ListRevocations) and refuses a token of a revoked
 -- subject issued before its revocation.
