@@ -7,11 +7,42 @@ metadata (the web edge forwards the signed-in person's token that way).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import grpc
 
 DEFAULT_DEADLINE_SECONDS = 5.0
+
+# A channel whose peer was down (a service starting after its callers, a restart)
+# waits between reconnection attempts, and calls made meanwhile fail at once with
+# UNAVAILABLE. Short reconnect backoff plus retries of UNAVAILABLE (the call never
+# reached the peer, or the peer said "try again"; every mutating RPC is idempotent
+# by key or dedupe) ride over that window within the call's deadline.
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+_CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.enable_retries", 1),
+    ("grpc.service_config", _SERVICE_CONFIG),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 def _with_defaults(details: grpc.aio.ClientCallDetails, token: Callable[[], str] | None, deadline: float):
@@ -64,7 +95,7 @@ def open_channel(
     return grpc.aio.insecure_channel(
         target,
         interceptors=[_UnaryUnary(token, deadline), _UnaryStream(token)],
-        options=[("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_permit_without_calls", 1)],
+        options=_CHANNEL_OPTIONS,
     )
 
 

@@ -93,3 +93,31 @@ async def test_health_and_reflection_answer_without_a_token(address):
         async for resp in refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5):
             names = [s.name for s in resp.list_services_response.service]
         assert "confidant.notify.v1.NotifyService" in names
+
+
+async def test_a_caller_rides_over_a_peer_that_starts_after_it(keys_dir, tokens):
+    """A service that called a peer before it was up must not keep failing once it is up."""
+    from services.common.clients import open_channel
+    from services.common.pgserver import free_port
+
+    port = free_port()
+    ch = open_channel(f"127.0.0.1:{port}", token=lambda: tokens.service("web"))
+    try:
+        stub = pb_grpc.NotifyServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ListMailbox(pb.ListMailboxRequest(), timeout=3)
+        assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        # The channel is now between reconnection attempts; the peer comes up.
+        service = GrpcService(
+            name="late",
+            verifier=TokenVerifier.from_keys_dir(keys_dir),
+            servicers=[(pb_grpc.add_NotifyServiceServicer_to_server, EchoCaller(), "confidant.notify.v1.NotifyService")],
+        )
+        await service.start(f"127.0.0.1:{port}")
+        try:
+            reply = await stub.ListMailbox(pb.ListMailboxRequest(), timeout=5)
+            assert reply.items[0].to_address == "service:web"
+        finally:
+            await service.stop()
+    finally:
+        await ch.close()

@@ -71,6 +71,7 @@ async def test_dana_messages_alex_who_replies_from_the_email_link(browser, stack
 
     # Enabling Alex (no password yet) also sent the portal invitation (tests/e2e/test_credentials_flow.py).
     emails = await wait_for_emails(stack, ALEX[0], 2)
+    assert all(canary not in e["subject"] + e["text"] + e["html"] for e in emails)
     emails = [e for e in emails if e["subject"] == "You have a new secure message"]
     assert len(emails) == 1, emails
     email = emails[0]
