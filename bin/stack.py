@@ -104,9 +104,14 @@ class Stack:
             )
         self.prepare()
         env = self.env()
-        for service in ALL_SERVICES:
-            self.start_one(service, env)
-        self.wait_ready(timeout)
+        try:
+            for service in ALL_SERVICES:
+                self.start_one(service, env)
+            self.wait_ready(timeout)
+        except BaseException:
+            # The services run in their own sessions: never leave them behind.
+            self.stop()
+            raise
 
     def start_one(self, service: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         proc = subprocess.Popen(

@@ -44,7 +44,11 @@ async def start_stack(pg, keys_dir, tmp_path_factory, **extra_env) -> Stack:
     )
     stack.log_dir = log_dir  # for debugging a failure
     await asyncio.to_thread(stack.start)
-    await seed_demo({s: stack.address(s) for s in ALL_SERVICES}, keys_dir)
+    try:
+        await seed_demo({s: stack.address(s) for s in ALL_SERVICES}, keys_dir)
+    except BaseException:
+        await asyncio.to_thread(stack.stop)  # a failed set-up must not leave processes behind
+        raise
     return stack
 
 
