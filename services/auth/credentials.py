@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -33,7 +32,7 @@ from psycopg.rows import class_row, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.auth.config import AuthConfig
-from services.auth.handlers import AuthHandlers, SignedIn
+from services.auth.handlers import AuthHandlers, SignedIn, _new_token, _token_hash
 from services.auth.passwords import Passwords, check_password_rules
 from services.auth.storage import (
     _USER_COLUMNS,
@@ -72,15 +71,6 @@ CONTAINS_PRACTICE_NAME = "The password must not contain the practice's name."
 MAX_TOKEN_LENGTH = 256
 MAX_EMAIL_LENGTH = 254
 MAX_CLIENT_ADDRESS_LENGTH = 64
-
-
-def _token_hash(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
-
-
-def _new_token() -> str:
-    # 256 bits of randomness; only its sha256 is stored.
-    return secrets.token_urlsafe(32)
 
 
 def _address(value: str) -> str:

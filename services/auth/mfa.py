@@ -16,12 +16,9 @@ step between a right password and a session.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -54,6 +51,7 @@ from services.common.errors import (
     Unauthenticated,
 )
 from services.common.identity import STAFF_ROLES, Principal, caller, require_service, require_staff
+from services.common.keyfiles import load_key_file
 
 log = logging.getLogger("confidant.auth")
 
@@ -74,26 +72,7 @@ class MfaKeyError(OSError):
 
 def load_mfa_key(path: Path, create_if_missing: bool) -> bytes:
     """Read the base64 key; in development, create it (mode 0600) when absent."""
-    if create_if_missing and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode() + "\n")
-    try:
-        text = path.read_text().strip()
-    except OSError as exc:
-        raise MfaKeyError(f"The MFA data key {path} cannot be read: {exc.strerror}.") from None
-    try:
-        key = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise MfaKeyError(f"The MFA data key {path} is not base64.") from None
-    if len(key) != KEY_BYTES:
-        raise MfaKeyError(f"The MFA data key {path} must hold {KEY_BYTES} bytes, not {len(key)}.")
-    return key
+    return load_key_file(path, KEY_BYTES, "MFA data key", create_if_missing, MfaKeyError)
 
 
 class SecretBox:

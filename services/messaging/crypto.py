@@ -13,11 +13,8 @@ rewriting old messages.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +23,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from services.common.keyfiles import load_key_file
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -56,29 +55,7 @@ def associated_data(practice_id: str, conversation_id: str, message_id: str) -> 
 
 def load_data_key(path: Path, create_if_missing: bool) -> bytes:
     """Read the base64 data key; in development, create it (mode 0600) if absent."""
-    if create_if_missing and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # O_EXCL: two processes starting at once must not write two different keys.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode() + "\n")
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        raise DataKeyError(f"The message data key {path} does not exist.") from None
-    except OSError as exc:
-        raise DataKeyError(f"The message data key {path} cannot be read: {exc.strerror}.") from None
-    try:
-        key = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise DataKeyError(f"The message data key {path} is not base64.") from None
-    if len(key) != KEY_BYTES:
-        raise DataKeyError(f"The message data key {path} must hold {KEY_BYTES} bytes, not {len(key)}.")
-    return key
+    return load_key_file(path, KEY_BYTES, "message data key", create_if_missing, DataKeyError)
 
 
 class MessageCipher:
