@@ -54,8 +54,11 @@ class Tokens:
 
 
 def service_env(keys_dir: Path, **settings: str) -> Env:
-    """An Env for a service under test: development mode, the test keys, ephemeral port."""
+    """An Env for a service under test: development mode, the test keys, ephemeral port, no peers."""
     values = {"CONFIDANT_MODE": "development", "CONFIDANT_KEYS_DIR": str(keys_dir)}
+    # A peer a test does not start is nowhere (port 9 discards), never a `make run` on the default ports.
+    for peer in ("auth", "messaging", "consent", "notify"):
+        values[f"CONFIDANT_{peer.upper()}_ADDR"] = "127.0.0.1:9"
     for key, value in settings.items():
         values[f"CONFIDANT_{key.upper()}"] = value
     return Env(values)

@@ -19,7 +19,7 @@ from confidant.auth.v1 import auth_service_pb2_grpc as pb_grpc
 from services.auth.app import create_service
 from services.auth.config import AuthConfig
 from services.common.audit import verify_chain
-from services.common.config import ConfigError
+from services.common.config import ConfigError, Env
 from tests.auth.harness import PASSWORD, AuthHarness, rpc_error
 from tests.support import channel, running, service_env
 
@@ -83,11 +83,13 @@ def email_key(email: str) -> str:
 
 
 def test_throttling_defaults_and_settings(keys_dir):
-    config = AuthConfig.load(service_env(keys_dir, auth_database_url="postgresql://x/auth"))
+    config = AuthConfig.load(Env({"CONFIDANT_MODE": "development", "CONFIDANT_KEYS_DIR": str(keys_dir),
+                                  "CONFIDANT_AUTH_DATABASE_URL": "postgresql://x/auth"}))
     assert (config.sign_in_delay_after_failures, config.sign_in_lock_after_failures) == (5, 10)
     assert (config.sign_in_lock_seconds, config.sign_in_max_delay_seconds) == (900, 300)
     assert (config.sign_in_address_limit, config.sign_in_address_window_seconds) == (30, 60)
-    assert config.notify_target == "127.0.0.1:50054"
+    # Without a setting, peers are on the default ports.
+    assert (config.notify_target, config.messaging_target) == ("127.0.0.1:50054", "127.0.0.1:50052")
     env = service_env(
         keys_dir, auth_database_url="postgresql://x/auth", sign_in_lock_after_failures="20",
         sign_in_address_limit="7", notify_addr="notify.internal:50054",

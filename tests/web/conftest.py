@@ -30,7 +30,7 @@ from services.notify.app import create_service as create_notify
 from services.notify.config import NotifyConfig
 from services.web.app import create_app
 from services.web.config import WebConfig
-from tests.support import Tokens, running, service_env, unique
+from tests.support import Tokens, service_env, unique
 
 STAFF_PASSWORD = "quiet-harbor-2026"
 CLIENT_PASSWORD = "maple-window-77"
@@ -186,25 +186,22 @@ async def web_stack(fresh_database, keys_dir, tokens, *, relay_auth_notices: boo
         addresses: dict[str, str] = {}
         databases: dict[str, str] = {}
 
-        # Auth starts first, so notify's address is chosen before notify runs (when auth is to relay to it).
-        notify_port = free_port() if relay_auth_notices else 0
-        if notify_port:
-            addresses["notify"] = f"127.0.0.1:{notify_port}"
+        # Every service's port is chosen before any starts: each knows all its peers
+        # (auth and notify call messaging, messaging calls them), whatever the start order.
+        for name in ("auth", "consent", "notify", "messaging"):
+            addresses[name] = f"127.0.0.1:{free_port()}"
 
         async def start(name, config_cls, create, **settings):
             databases[name] = await fresh_database(name)
+            peers = {f"{other}_addr": address for other, address in addresses.items() if other != name}
             env = service_env(keys_dir, public_url=url, **{f"{name}_database_url": databases[name]},
-                              **{f"{other}_addr": address for other, address in addresses.items() if other != name},
-                              **fast, **settings)
+                              **{**peers, **settings}, **fast)
             service = await create(config_cls.load(env))
-            if name == "notify" and notify_port:
-                await service.start(addresses["notify"])
-                stack.push_async_callback(service.stop)
-                return
-            addresses[name] = await stack.enter_async_context(running(service))
+            await service.start(addresses[name])
+            stack.push_async_callback(service.stop)
 
-        # In dependency order: auth calls no one; consent calls auth; notify auth and consent; messaging auth and notify.
-        await start("auth", AuthConfig, create_auth)
+        await start("auth", AuthConfig, create_auth,
+                    **({} if relay_auth_notices else {"notify_addr": "127.0.0.1:9"}))
         await start("consent", ConsentConfig, create_consent)
         await start("notify", NotifyConfig, create_notify)
         await start("messaging", MessagingConfig, create_messaging)
