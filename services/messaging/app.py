@@ -1,4 +1,4 @@
-"""Builds the messaging service: data key, database, channels to auth and notify,
+"""Builds the messaging service: keys, database, channels to auth and notify,
 handlers, the live-event hub, the outbox relay and the gRPC server."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from services.common.db import prepare_database
 from services.common.server import GrpcService
 from services.common.tokens import ServiceTokenSource, TokenSigner, TokenVerifier, auth_key_fetcher
 from services.messaging.config import MessagingConfig
-from services.messaging.crypto import MessageCipher, load_data_key
 from services.messaging.directory import Directory
 from services.messaging.events import EventHub, NotificationListener
 from services.messaging.handlers import Handlers, Limits
+from services.messaging.keyring import Keyring, KeySources
 from services.messaging.relay import OutboxRelay
 from services.messaging.servicer import MessagingServicer
 from services.messaging.storage import EVENTS_CHANNEL, OUTBOX_CHANNEL, Storage
@@ -25,13 +25,14 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 async def create_service(config: MessagingConfig) -> GrpcService:
     common = config.common
-    # Keys first: a missing key stops start-up before anything is opened.
-    cipher = MessageCipher(load_data_key(config.data_key_file, create_if_missing=common.development))
+    # Keys first: a missing key file stops start-up before anything is opened.
+    key_sources = KeySources.from_config(config)
     verifier = TokenVerifier.from_keys_dir(common.keys_dir)
     service_token = ServiceTokenSource(TokenSigner.from_keys_dir(common.keys_dir, "messaging"))
 
     pool = await prepare_database(common.database_url, MIGRATIONS, max_size=config.db_pool_size)
     storage = Storage(pool)
+    keyring = Keyring(pool, key_sources, current_ttl_seconds=config.data_key_cache_seconds)
     auth_channel = open_channel(
         config.auth_target, service_token.token, deadline=config.call_deadline_seconds
     )
@@ -55,7 +56,7 @@ async def create_service(config: MessagingConfig) -> GrpcService:
     handlers = Handlers(
         storage,
         Directory(auth_channel),
-        cipher,
+        keyring,
         hub,
         Limits(client_max_chars=config.client_max_chars, staff_max_chars=config.staff_max_chars),
     )

@@ -1,5 +1,6 @@
-"""Messaging settings: message length limits, where the data key lives, the
-outbox relay's and the live stream's pace, and where auth and notify are."""
+"""Messaging settings: message length limits, where the keys come from (AWS KMS
+or the key file), the outbox relay's and the live stream's pace, and where auth
+and notify are."""
 
 from __future__ import annotations
 
@@ -14,10 +15,18 @@ DATA_KEY_FILE_NAME = "messaging-data.key"
 @dataclass(frozen=True)
 class MessagingConfig:
     common: CommonConfig
-    # The 32-byte AES-256-GCM key (base64) that encrypts message bodies at rest.
+    # The 32-byte key file (base64). Without a KMS key it wraps the practices' data keys;
+    # it also opens messages sealed with it directly before per-practice keys (version 0).
     data_key_file: Path
     auth_target: str
     notify_target: str
+    # The AWS KMS key (id, ARN or alias) that wraps the practices' data keys in production.
+    kms_key_id: str | None = None
+    aws_region: str = "us-east-1"
+    # Another AWS endpoint (a test's moto server); None for AWS itself.
+    aws_endpoint_url: str | None = None
+    # How soon a data key rotated by another replica is used for new messages here.
+    data_key_cache_seconds: float = 30.0
     # PRODUCT.md: clients may write 1,000 characters, staff 5,000.
     client_max_chars: int = 1000
     staff_max_chars: int = 5000
@@ -39,17 +48,28 @@ class MessagingConfig:
         positive_int, positive_float = env.positive_int, env.positive_float
 
         # The key file's *path* (the file itself is read, or created in development, at start-up).
+        explicit_key_file = env.optional("MESSAGING_DATA_KEY_FILE") is not None
         data_key_file = env.path("MESSAGING_DATA_KEY_FILE", str(common.keys_dir / DATA_KEY_FILE_NAME))
+        kms_key_id = env.optional("MESSAGING_KMS_KEY_ID")
         if not common.development and not data_key_file.is_file():
-            raise ConfigError(
-                f"The message data key {data_key_file} does not exist; production mode never creates one "
-                f"(set {PREFIX}MESSAGING_DATA_KEY_FILE to the mounted key)."
-            )
+            if not kms_key_id:
+                raise ConfigError(
+                    f"Production mode needs {PREFIX}MESSAGING_KMS_KEY_ID (an AWS KMS key) or the message "
+                    f"data key {data_key_file}, which does not exist and is never created in production."
+                )
+            if explicit_key_file:
+                raise ConfigError(
+                    f"The message data key {data_key_file} ({PREFIX}MESSAGING_DATA_KEY_FILE) does not exist."
+                )
         return cls(
             common=common,
             data_key_file=data_key_file,
             auth_target=service_target(env, "auth"),
             notify_target=service_target(env, "notify"),
+            kms_key_id=kms_key_id,
+            aws_region=env.str("AWS_REGION", "us-east-1"),
+            aws_endpoint_url=env.optional("AWS_ENDPOINT_URL"),
+            data_key_cache_seconds=positive_float("MESSAGING_DATA_KEY_CACHE_SECONDS", 30.0),
             client_max_chars=positive_int("MESSAGING_CLIENT_MAX_CHARS", 1000),
             staff_max_chars=positive_int("MESSAGING_STAFF_MAX_CHARS", 5000),
             outbox_poll_seconds=positive_float("MESSAGING_OUTBOX_POLL_SECONDS", 1.0),

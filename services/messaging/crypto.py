@@ -1,14 +1,15 @@
-"""Encryption of message bodies at rest (AES-256-GCM).
+"""The AES-256-GCM primitives that keep message bodies encrypted at rest.
 
 Each body is sealed with a fresh 96-bit random nonce. The associated data is
 ``"{practice_id}|{conversation_id}|{message_id}"``, so a ciphertext copied into
 another row (another message, conversation or practice) no longer decrypts.
+Previews are derived from a message's body and are sealed with that message's
+associated data.
 
-The data key is 32 random bytes, base64-encoded, in ``<keys_dir>/messaging-data.key``
-(or ``CONFIDANT_MESSAGING_DATA_KEY_FILE``). Development mode creates it when
-missing; production mode refuses to start without it. ``key_version`` is stored
-with every row so the key can later be rotated (or wrapped by KMS) without
-rewriting old messages.
+Which key seals what is the keyring's business (``keyring.py``): each practice
+has versioned data keys wrapped by a key-encryption key. ``key_version`` 0 is
+the legacy development key: the key file itself, which sealed every message
+before per-practice keys existed.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from services.common.keyfiles import load_key_file
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
-CURRENT_KEY_VERSION = 1
+# Messages sealed directly with the key file, before per-practice data keys.
+LEGACY_KEY_VERSION = 0
 
 
 class DataKeyError(OSError):
@@ -54,37 +56,39 @@ def associated_data(practice_id: str, conversation_id: str, message_id: str) -> 
 
 
 def load_data_key(path: Path, create_if_missing: bool) -> bytes:
-    """Read the base64 data key; in development, create it (mode 0600) if absent."""
+    """Read the base64 key file; in development, create it (mode 0600) if absent."""
     return load_key_file(path, KEY_BYTES, "message data key", create_if_missing, DataKeyError)
 
 
-class MessageCipher:
-    """Seals and opens message bodies; also gives the keyed digest used for idempotency."""
+def derive_key(key: bytes, purpose: bytes) -> bytes:
+    """A subkey for one purpose (HKDF-SHA256): no key is ever used for two."""
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=purpose).derive(key)
 
-    def __init__(self, key: bytes, key_version: int = CURRENT_KEY_VERSION) -> None:
+
+def body_digest(digest_key: bytes, body: str) -> bytes:
+    """HMAC-SHA256 of the body: equal bodies give equal digests, without revealing them."""
+    return hmac.new(digest_key, body.encode("utf-8"), hashlib.sha256).digest()
+
+
+class DataKey:
+    """One version of a data key: seals and opens bodies."""
+
+    def __init__(self, key: bytes, version: int) -> None:
         if len(key) != KEY_BYTES:
-            raise ValueError(f"The data key must be {KEY_BYTES} bytes.")
-        self._keys = {key_version: AESGCM(key)}
-        self._current = key_version
-        # A separate subkey for digests: the encryption key is never used for two purposes.
-        self._digest_key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"confidant messaging body digest v1"
-        ).derive(key)
+            raise ValueError(f"A data key must be {KEY_BYTES} bytes.")
+        self._aead = AESGCM(key)
+        self.version = version
 
     def seal(self, body: str, aad: bytes) -> SealedBody:
         nonce = secrets.token_bytes(NONCE_BYTES)
-        ciphertext = self._keys[self._current].encrypt(nonce, body.encode("utf-8"), aad)
-        return SealedBody(ciphertext=ciphertext, nonce=nonce, key_version=self._current)
+        ciphertext = self._aead.encrypt(nonce, body.encode("utf-8"), aad)
+        return SealedBody(ciphertext=ciphertext, nonce=nonce, key_version=self.version)
 
     def open(self, sealed: SealedBody, aad: bytes) -> str:
-        aead = self._keys.get(sealed.key_version)
-        if aead is None:
-            raise DecryptionError(f"No data key of version {sealed.key_version}.")
+        if sealed.key_version != self.version:
+            raise DecryptionError(f"The body is sealed with key version {sealed.key_version}, not {self.version}.")
         try:
-            return aead.decrypt(sealed.nonce, sealed.ciphertext, aad).decode("utf-8")
+            return self._aead.decrypt(sealed.nonce, sealed.ciphertext, aad).decode("utf-8")
         except InvalidTag:
             raise DecryptionError("The message body did not authenticate.") from None
 
-    def digest(self, body: str) -> bytes:
-        """HMAC-SHA256 of the body: equal bodies give equal digests, without revealing them."""
-        return hmac.new(self._digest_key, body.encode("utf-8"), hashlib.sha256).digest()

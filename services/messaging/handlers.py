@@ -2,11 +2,17 @@
 
 Who may do what is decided here, in the owning service:
 - practice settings: any person of the practice reads them; only the owner changes them;
-- client enablement: staff only, for clients of their own practice (asked of auth);
+- client enablement: staff only (full session), for clients of their own
+  practice (asked of auth); auth's service reports new clients for automatic enablement;
 - conversations: staff open them; only participants see or touch one (anyone
   else gets NOT_FOUND, so existence is not revealed); services are never
   participants; a magic-link session reaches only the conversation its link
-  was sent for.
+  was sent for (and may archive that one: archiving changes only the caller's
+  own list);
+- sending: the practice's switch for the conversation's kind (secure messaging
+  when a client is in it, team messaging between staff) and the client's own
+  switch must be on; a disabled client's conversations stay readable;
+- read state for delayed staff emails: the notify service only.
 """
 
 from __future__ import annotations
@@ -31,10 +37,18 @@ from services.common.errors import (
     PermissionDenied,
     Unavailable,
 )
-from services.common.identity import Principal, caller, require_scope, require_staff, require_user
-from services.messaging.crypto import DecryptionError, MessageCipher, associated_data
+from services.common.identity import (
+    Principal,
+    caller,
+    require_scope,
+    require_service,
+    require_staff,
+    require_user,
+)
+from services.messaging.crypto import DecryptionError, associated_data
 from services.messaging.directory import Directory
 from services.messaging.events import EventHub
+from services.messaging.keyring import Keyring
 from services.messaging.storage import (
     AuditEntry,
     Conversation,
@@ -58,6 +72,8 @@ STREAM_BATCH = 100
 # A send that keeps losing idempotency races to sends that then roll back gives up.
 SEND_ATTEMPTS = 3
 MAGIC_LINK = "magic_link"
+# The start of the last message shown in the conversation list.
+PREVIEW_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -147,12 +163,25 @@ def _full_session(who: Principal) -> None:
         raise PermissionDenied("Sign in with your email and password to do this.")
 
 
+def _sending_refusal(settings: PracticeSettings, conversation: Conversation) -> str | None:
+    """Why a send in this conversation would be refused now; None when it would be accepted."""
+    if not conversation.client_id:
+        if not settings.team_messaging_enabled:
+            return "Team messaging is turned off for this practice."
+        return None
+    if not settings.secure_messaging_enabled:
+        return "Secure messaging is turned off for this practice."
+    if not conversation.client_enabled:
+        return "Secure messaging is turned off for this client, so no one can send in this conversation."
+    return None
+
+
 class Handlers:
     def __init__(
         self,
         storage: Storage,
         directory: Directory,
-        cipher: MessageCipher,
+        cipher: Keyring,
         hub: EventHub,
         limits: Limits,
     ) -> None:
@@ -185,9 +214,17 @@ class Handlers:
                 detail={
                     "secure_messaging_enabled": settings.secure_messaging_enabled,
                     "auto_enable_new_clients": settings.auto_enable_new_clients,
+                    "team_messaging_enabled": settings.team_messaging_enabled,
                 },
             ),
         )
+
+    async def rotate_data_key(self) -> int:
+        """A new version of the practice's message data key (the owner only; audited as
+        ``data_key.rotate``). New messages use it; older ones keep theirs."""
+        who = require_user("owner")
+        _full_session(who)
+        return await self._cipher.rotate(who.practice_id, actor=who.subject)
 
     # -- client enablement -------------------------------------------------
 
@@ -208,6 +245,7 @@ class Handlers:
 
     async def enable_client_messaging(self, client_id: str) -> bool:
         who = require_staff()
+        _full_session(who)
         client_id = await self._client_of_practice(who, client_id)
         settings = await self._storage.practice_settings(who.practice_id)
         if not settings.secure_messaging_enabled:
@@ -217,6 +255,42 @@ class Handlers:
         if changed:
             await self._directory.invite_if_no_password(client_id)
         return True
+
+    async def disable_client_messaging(self, client_id: str) -> bool:
+        """Turn a client's messaging off: their conversations stay readable, sends stop."""
+        who = require_staff()
+        _full_session(who)
+        client_id = await self._client_of_practice(who, client_id)
+        changed = await self._storage.disable_client_messaging(client_id, who.practice_id, who.subject)
+        log.info("client messaging disabled", extra={"fields": {"client_id": client_id, "changed": changed}})
+        return False
+
+    async def handle_client_created(self, practice_id: str, client_id: str) -> bool:
+        """auth's hook for a new client: enable and invite them when the practice says so.
+
+        Delivered at least once: only a client messaging has never seen is
+        enabled (and invited), so a repeat has no effect, and a client disabled
+        in the meantime stays disabled. Returns whether the client can be messaged.
+        """
+        who = require_service("auth")
+        practice_id = _parse_id(practice_id, "practice id")
+        client_id = _parse_id(client_id, "client id")
+        person = (await self._directory.people([client_id])).get(client_id)
+        if person is None or person.practice_id != practice_id or not person.is_client:
+            raise NotFound("No such client in this practice.")
+        settings = await self._storage.practice_settings(practice_id)
+        if settings.secure_messaging_enabled and settings.auto_enable_new_clients:
+            changed = await self._storage.enable_client_messaging(
+                client_id, practice_id, who.subject, only_if_new=True, detail={"automatic": True}
+            )
+            log.info(
+                "new client enabled automatically",
+                extra={"fields": {"client_id": client_id, "changed": changed}},
+            )
+            if changed:
+                await self._directory.invite_if_no_password(client_id)
+        enabled = await self._storage.client_messaging_enabled(client_id, practice_id)
+        return enabled and settings.secure_messaging_enabled
 
     # -- conversations -----------------------------------------------------
 
@@ -255,9 +329,6 @@ class Handlers:
             raise InvalidArgument(
                 f"A conversation can include at most {MAX_OTHER_PARTICIPANTS} other people."
             )
-        settings = await self._storage.practice_settings(who.practice_id)
-        if not settings.secure_messaging_enabled:
-            raise FailedPrecondition("Secure messaging is turned off for this practice.")
         people = await self._directory.people(others)
         for person_id in others:
             person = people.get(person_id)
@@ -271,6 +342,11 @@ class Handlers:
         if len(clients) > 1:
             raise InvalidArgument("A conversation can include at most one client.")
         client_id = clients[0] if clients else None
+        settings = await self._storage.practice_settings(who.practice_id)
+        if client_id and not settings.secure_messaging_enabled:
+            raise FailedPrecondition("Secure messaging is turned off for this practice.")
+        if not client_id and not settings.team_messaging_enabled:
+            raise FailedPrecondition("Team messaging is turned off for this practice.")
         if client_id and not await self._storage.client_messaging_enabled(client_id, who.practice_id):
             raise FailedPrecondition("Secure messaging is not enabled for this client.")
         # A service account opens the conversation of the others, seen as its first staff member.
@@ -286,7 +362,7 @@ class Handlers:
         key = ",".join(sorted([m for m, _ in members] + others))
         existing = await self._storage.conversation_by_participants(who.practice_id, key, viewer)
         if existing is not None:
-            return existing, False
+            return self._with_can_send(existing, settings), False
         created = await self._storage.create_conversation(
             practice_id=who.practice_id,
             client_id=client_id,
@@ -301,41 +377,115 @@ class Handlers:
             log.info(
                 "conversation created", extra={"fields": {"conversation_id": conversation.conversation_id}}
             )
-        return conversation, created
+        return self._with_can_send(conversation, settings), created
+
+    @staticmethod
+    def _with_can_send(conversation: Conversation, settings: PracticeSettings) -> Conversation:
+        return replace(conversation, can_send=_sending_refusal(settings, conversation) is None)
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
-        who = require_user()
-        return await self._participant_conversation(who, _parse_id(conversation_id, "conversation id"))
+        """A participant's conversation, or (messaging.read) any of a practice system's practice."""
+        who = _person_or_account(SCOPE_READ)
+        conversation = await self._reachable_conversation(who, _parse_id(conversation_id, "conversation id"))
+        return self._with_can_send(conversation, await self._storage.practice_settings(who.practice_id))
 
-    async def list_conversations(self, page_size: int, page_token: str) -> tuple[list[Conversation], str]:
+    async def list_conversations(
+        self, page_size: int, page_token: str, archived: bool = False
+    ) -> tuple[list[Conversation], str]:
+        """A page of the caller's conversations (archived ones, or the others), newest
+        activity first, each with its unread count and a preview of its last message.
+
+        Previews are decrypted for participants only; a practice's service account
+        sees the whole practice's conversations without them (and has archived none).
+        The page is one query; showing it is a PHI read, audited with its ids.
+        """
         who = _person_or_account(SCOPE_READ)
         limit = _page_size(page_size, CONVERSATIONS_PAGE)
         after = _decode_page_token(page_token)
-        if who.is_service_account:  # The whole practice's conversations, audited
-            rows = await self._storage.practice_conversations(who.practice_id, limit + 1, after=after)
-            await self._storage.record_audit(
-                AuditEntry(
-                    actor=who.subject,
-                    action="conversations.list",
-                    outcome="ok",
-                    practice_id=who.practice_id,
-                    detail={"conversation_ids": [c.conversation_id for c in rows[:limit]]},
-                )
+        if who.is_service_account:
+            rows = (
+                []
+                if archived
+                else await self._storage.practice_conversations(who.practice_id, limit + 1, after=after)
             )
-            next_token = _encode_page_token(rows[limit - 1]) if len(rows) > limit else ""
-            return rows[:limit], next_token
-        rows = await self._storage.list_conversations(
-            who.user_id, who.practice_id, limit + 1, after=after, only_conversation=_magic_conversation(who)
-        )
+        else:
+            rows = await self._storage.list_conversations(
+                who.user_id,
+                who.practice_id,
+                limit + 1,
+                after=after,
+                only_conversation=_magic_conversation(who),
+                archived=archived,
+            )
         next_token = _encode_page_token(rows[limit - 1]) if len(rows) > limit else ""
-        return rows[:limit], next_token
+        settings = await self._storage.practice_settings(who.practice_id)
+        page = []
+        for row in rows[:limit]:
+            preview = "" if who.is_service_account else await self._preview(row)
+            page.append(replace(self._with_can_send(row, settings), preview=preview))
+        await self._storage.record_audit(
+            AuditEntry(
+                actor=who.subject,
+                action="conversations.list",
+                outcome="ok",
+                practice_id=who.practice_id,
+                detail={"conversation_ids": [c.conversation_id for c in page], "archived": archived},
+            )
+        )
+        return page, next_token
+
+    async def _preview(self, conversation: Conversation) -> str:
+        """The start of the last message; empty when there is none or it cannot be read
+        (that is logged, and the thread itself then says so)."""
+        if conversation.last_message is None:
+            return ""
+        try:
+            message = await self._open(conversation, conversation.last_message)
+        except DomainError:
+            return ""
+        return message.body[:PREVIEW_CHARS]
+
+    async def archive_conversation(self, conversation_id: str, archived: bool) -> bool:
+        """Archive (or bring back) a conversation in the caller's own list. Audited.
+
+        Any participant may, a magic-link session too (for its one conversation):
+        it hides nothing from anyone else, and a new message brings it back.
+        """
+        who = require_user()
+        conversation_id = _parse_id(conversation_id, "conversation id")
+        _check_reach(who, conversation_id)
+        changed = await self._storage.set_archived(
+            conversation_id,
+            who.user_id,
+            archived,
+            AuditEntry(
+                actor=who.subject,
+                action="conversation.archive" if archived else "conversation.unarchive",
+                outcome="ok",
+                target=conversation_id,
+                practice_id=who.practice_id,
+            ),
+        )
+        if changed is None:
+            raise NotFound("No such conversation.")
+        return archived
+
+    async def read_state(self, conversation_id: str, user_id: str) -> tuple[bool, int, int]:
+        """(participant, read_seq, last_seq) for notify's delayed staff emails (notify only)."""
+        require_service("notify")
+        state = await self._storage.read_state(
+            _parse_id(conversation_id, "conversation id"), _parse_id(user_id, "user id")
+        )
+        if state is None:
+            return False, 0, 0
+        return True, state[0], state[1]
 
     # -- messages ----------------------------------------------------------
 
-    def _open(self, conversation: Conversation, stored: StoredMessage) -> Message:
+    async def _open(self, conversation: Conversation, stored: StoredMessage) -> Message:
         aad = associated_data(conversation.practice_id, conversation.conversation_id, stored.message_id)
         try:
-            body = self._cipher.open(stored.sealed, aad)
+            body = await self._cipher.open(conversation.practice_id, stored.sealed, aad)
         except DecryptionError:
             log.error(
                 "message body failed to decrypt",
@@ -374,7 +524,7 @@ class Handlers:
         stored = await self._storage.read_messages(
             conversation_id, after_seq, limit, replace(entry, detail={"after_seq": after_seq})
         )
-        return [self._open(conversation, row) for row in stored]
+        return [await self._open(conversation, row) for row in stored]
 
     async def send_message(
         self, conversation_id: str, body: str, idempotency_key: str
@@ -399,17 +549,19 @@ class Handlers:
                 f"The idempotency key can be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters."
             )
         conversation = await self._reachable_conversation(who, conversation_id)
-        digest = self._cipher.digest(text)
+        digest = await self._cipher.digest(who.practice_id, text)
 
         for _ in range(SEND_ATTEMPTS):
             existing = await self._storage.message_by_idempotency_key(who.user_id, idempotency_key)
             if existing is not None:
-                return self._replay(conversation, existing, digest), False
-            settings = await self._storage.practice_settings(who.practice_id)
-            if not settings.secure_messaging_enabled:
-                raise FailedPrecondition("Secure messaging is turned off for this practice.")
+                return await self._replay(conversation, existing, digest), False
+            refusal = _sending_refusal(await self._storage.practice_settings(who.practice_id), conversation)
+            if refusal is not None:
+                raise FailedPrecondition(refusal)
             message_id = str(uuid.uuid4())
-            sealed = self._cipher.seal(text, associated_data(who.practice_id, conversation_id, message_id))
+            sealed = await self._cipher.seal(
+                who.practice_id, text, associated_data(who.practice_id, conversation_id, message_id)
+            )
             try:
                 stored = await self._storage.insert_message(
                     NewMessage(
@@ -447,13 +599,13 @@ class Handlers:
             )
         raise Unavailable("The message could not be sent; please try again.")
 
-    def _replay(self, conversation: Conversation, existing: StoredMessage, digest: bytes) -> Message:
+    async def _replay(self, conversation: Conversation, existing: StoredMessage, digest: bytes) -> Message:
         same = existing.conversation_id == conversation.conversation_id and hmac.compare_digest(
             existing.body_digest, digest
         )
         if not same:
             raise FailedPrecondition("This idempotency key was already used for a different message.")
-        return self._open(conversation, existing)
+        return await self._open(conversation, existing)
 
     async def mark_read(self, conversation_id: str, read_seq: int) -> int:
         who = require_user()

@@ -35,6 +35,8 @@ def notification_request(item: OutboxItem) -> notify_pb.EnqueueMessageNotificati
         practice_id=payload["practice_id"],
         conversation_id=payload["conversation_id"],
         message_id=payload["message_id"],
+        # Rows written before the payload carried it have none.
+        seq=payload.get("seq", 0),
         sender_id=payload["sender_id"],
         recipients=[
             notify_pb.Recipient(user_id=r["user_id"], is_client=r["is_client"]) for r in payload["recipients"]

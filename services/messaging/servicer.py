@@ -33,6 +33,7 @@ def _settings_pb(settings: PracticeSettings) -> pb.PracticeSettings:
     return pb.PracticeSettings(
         secure_messaging_enabled=settings.secure_messaging_enabled,
         auto_enable_new_clients=settings.auto_enable_new_clients,
+        team_messaging_enabled=settings.team_messaging_enabled,
     )
 
 
@@ -48,6 +49,10 @@ def _conversation_pb(conversation: Conversation) -> pb.Conversation:
         last_seq=conversation.last_seq,
         unread_count=conversation.unread_count,
         client_id=conversation.client_id or "",
+        preview=conversation.preview,
+        last_sender_id=conversation.last_sender_id,
+        archived=conversation.archived,
+        can_send=conversation.can_send,
     )
 
 
@@ -90,12 +95,16 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
             PracticeSettings(
                 secure_messaging_enabled=request.settings.secure_messaging_enabled,
                 auto_enable_new_clients=request.settings.auto_enable_new_clients,
+                team_messaging_enabled=request.settings.team_messaging_enabled,
             )
             if request.HasField("settings")
             else None
         )
         settings = await self._handlers.update_practice_settings(wanted)
         return pb.UpdatePracticeSettingsResponse(settings=_settings_pb(settings))
+
+    async def RotateDataKey(self, request: pb.RotateDataKeyRequest, context) -> pb.RotateDataKeyResponse:
+        return pb.RotateDataKeyResponse(key_version=await self._handlers.rotate_data_key())
 
     async def GetClientMessaging(
         self, request: pb.GetClientMessagingRequest, context
@@ -109,6 +118,20 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     ) -> pb.EnableClientMessagingResponse:
         return pb.EnableClientMessagingResponse(
             enabled=await self._handlers.enable_client_messaging(request.client_id)
+        )
+
+    async def DisableClientMessaging(
+        self, request: pb.DisableClientMessagingRequest, context
+    ) -> pb.DisableClientMessagingResponse:
+        return pb.DisableClientMessagingResponse(
+            enabled=await self._handlers.disable_client_messaging(request.client_id)
+        )
+
+    async def HandleClientCreated(
+        self, request: pb.HandleClientCreatedRequest, context
+    ) -> pb.HandleClientCreatedResponse:
+        return pb.HandleClientCreatedResponse(
+            enabled=await self._handlers.handle_client_created(request.practice_id, request.client_id)
         )
 
     async def OpenConversation(
@@ -127,7 +150,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         self, request: pb.ListConversationsRequest, context
     ) -> pb.ListConversationsResponse:
         conversations, next_token = await self._handlers.list_conversations(
-            request.page_size, request.page_token
+            request.page_size, request.page_token, request.archived
         )
         return pb.ListConversationsResponse(
             conversations=[_conversation_pb(c) for c in conversations], next_page_token=next_token
@@ -160,6 +183,19 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         self, request: pb.ListRecentContactsRequest, context
     ) -> pb.ListRecentContactsResponse:
         return pb.ListRecentContactsResponse(user_ids=await self._handlers.recent_contacts(request.page_size))
+
+    async def ArchiveConversation(
+        self, request: pb.ArchiveConversationRequest, context
+    ) -> pb.ArchiveConversationResponse:
+        return pb.ArchiveConversationResponse(
+            archived=await self._handlers.archive_conversation(request.conversation_id, request.archived)
+        )
+
+    async def GetReadState(self, request: pb.GetReadStateRequest, context) -> pb.GetReadStateResponse:
+        participant, read_seq, last_seq = await self._handlers.read_state(
+            request.conversation_id, request.user_id
+        )
+        return pb.GetReadStateResponse(participant=participant, read_seq=read_seq, last_seq=last_seq)
 
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: grpc.aio.ServicerContext

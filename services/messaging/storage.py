@@ -39,8 +39,11 @@ class IdempotencyKeyTaken(Exception):
 
 @dataclass(frozen=True)
 class PracticeSettings:
+    # Conversations that include a client.
     secure_messaging_enabled: bool = True
     auto_enable_new_clients: bool = False
+    # Conversations among staff only.
+    team_messaging_enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,17 @@ class Participant:
 
 
 @dataclass(frozen=True)
+class StoredMessage:
+    message_id: str
+    conversation_id: str
+    seq: int
+    sender_id: str
+    sealed: SealedBody
+    body_digest: bytes
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class Conversation:
     conversation_id: str
     practice_id: str
@@ -70,21 +84,24 @@ class Conversation:
     participants: tuple[Participant, ...]
     # The read cursor of the person the conversation was loaded for.
     viewer_read_seq: int
+    # Archived by that person (never, for a practice's service account).
+    archived: bool = False
+    # The client's own switch (False when unset; meaningless between staff).
+    client_enabled: bool = False
+    # The last message, still sealed: fetched with the conversation, in the same query.
+    last_message: StoredMessage | None = None
+    # Filled in by the handlers: the start of the last message for a participant,
+    # and whether a send would be accepted now.
+    preview: str = ""
+    can_send: bool = False
 
     @property
     def unread_count(self) -> int:
         return max(0, self.last_seq - self.viewer_read_seq)
 
-
-@dataclass(frozen=True)
-class StoredMessage:
-    message_id: str
-    conversation_id: str
-    seq: int
-    sender_id: str
-    sealed: SealedBody
-    body_digest: bytes
-    created_at: datetime
+    @property
+    def last_sender_id(self) -> str:
+        return self.last_message.sender_id if self.last_message else ""
 
 
 @dataclass(frozen=True)
@@ -118,14 +135,9 @@ class OutboxItem:
     attempts: int
 
 
-# One conversation as seen by one participant ("me"), with every participant in
-# arrays: a page of conversations is one query, however many rows it has.
-_CONVERSATION_SELECT = """
-SELECT c.conversation_id::text AS conversation_id, c.practice_id, c.client_id,
-       me.last_activity_at, c.last_seq, me.read_seq AS viewer_read_seq,
-       people.user_ids, people.staff, people.read_seqs
-  FROM participants me
-  JOIN conversations c ON c.conversation_id = me.conversation_id
+# Every participant in arrays, the client's switch and the last message (by its
+# (conversation_id, seq) key): a page of conversations is one query, however many rows.
+_CONVERSATION_JOINS = """
   CROSS JOIN LATERAL (
       SELECT array_agg(p.user_id ORDER BY p.user_id) AS user_ids,
              array_agg(p.is_staff ORDER BY p.user_id) AS staff,
@@ -133,7 +145,52 @@ SELECT c.conversation_id::text AS conversation_id, c.practice_id, c.client_id,
         FROM participants p
        WHERE p.conversation_id = c.conversation_id
   ) people
+  LEFT JOIN client_messaging cm ON cm.client_id = c.client_id AND cm.practice_id = c.practice_id
+  LEFT JOIN messages lm ON lm.conversation_id = c.conversation_id AND lm.seq = c.last_seq
 """
+
+_LAST_MESSAGE_COLUMNS = """coalesce(cm.enabled, false) AS client_enabled,
+       lm.message_id::text AS lm_message_id, lm.sender_id AS lm_sender_id,
+       lm.body_ciphertext AS lm_body_ciphertext, lm.nonce AS lm_nonce, lm.key_version AS lm_key_version,
+       lm.body_sha256 AS lm_body_sha256, lm.created_at AS lm_created_at"""
+
+# One conversation as seen by one participant ("me").
+_CONVERSATION_SELECT = f"""
+SELECT c.conversation_id::text AS conversation_id, c.practice_id, c.client_id,
+       me.last_activity_at, c.last_seq, me.read_seq AS viewer_read_seq, me.archived,
+       people.user_ids, people.staff, people.read_seqs,
+       {_LAST_MESSAGE_COLUMNS}
+  FROM participants me
+  JOIN conversations c ON c.conversation_id = me.conversation_id
+{_CONVERSATION_JOINS}"""
+
+# A practice's service account reaches the practice's conversations without being a
+# participant (viewer_read_seq is last_seq: nothing is "unread" to it; it archives nothing).
+_PRACTICE_SELECT = f"""
+SELECT c.conversation_id::text AS conversation_id, c.practice_id, c.client_id,
+       c.last_activity_at, c.last_seq, c.last_seq AS viewer_read_seq, false AS archived,
+       people.user_ids, people.staff, people.read_seqs,
+       {_LAST_MESSAGE_COLUMNS}
+  FROM conversations c
+{_CONVERSATION_JOINS}"""
+
+
+def _last_message(row: dict) -> StoredMessage | None:
+    if row["lm_message_id"] is None:
+        return None
+    return _message(
+        {
+            "message_id": row["lm_message_id"],
+            "conversation_id": row["conversation_id"],
+            "seq": row["last_seq"],
+            "sender_id": row["lm_sender_id"],
+            "body_ciphertext": row["lm_body_ciphertext"],
+            "nonce": row["lm_nonce"],
+            "key_version": row["lm_key_version"],
+            "body_sha256": row["lm_body_sha256"],
+            "created_at": row["lm_created_at"],
+        }
+    )
 
 
 def _conversation(row: dict) -> Conversation:
@@ -148,6 +205,9 @@ def _conversation(row: dict) -> Conversation:
             for u, s, r in zip(row["user_ids"], row["staff"], row["read_seqs"], strict=True)
         ),
         viewer_read_seq=row["viewer_read_seq"],
+        archived=row["archived"],
+        client_enabled=row["client_enabled"],
+        last_message=_last_message(row),
     )
 
 
@@ -210,8 +270,8 @@ class Storage:
     async def practice_settings(self, practice_id: str) -> PracticeSettings:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT secure_messaging_enabled, auto_enable_new_clients FROM practice_settings"
-                " WHERE practice_id = %s",
+                "SELECT secure_messaging_enabled, auto_enable_new_clients, team_messaging_enabled"
+                " FROM practice_settings WHERE practice_id = %s",
                 (practice_id,),
             )
             row = await cur.fetchone()
@@ -222,18 +282,20 @@ class Storage:
     ) -> PracticeSettings:
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
-                "INSERT INTO practice_settings AS s"
-                " (practice_id, secure_messaging_enabled, auto_enable_new_clients, updated_by)"
-                " VALUES (%s, %s, %s, %s)"
+                "INSERT INTO practice_settings AS s (practice_id, secure_messaging_enabled,"
+                "   auto_enable_new_clients, team_messaging_enabled, updated_by)"
+                " VALUES (%s, %s, %s, %s, %s)"
                 " ON CONFLICT (practice_id) DO UPDATE SET"
                 "   secure_messaging_enabled = EXCLUDED.secure_messaging_enabled,"
                 "   auto_enable_new_clients = EXCLUDED.auto_enable_new_clients,"
+                "   team_messaging_enabled = EXCLUDED.team_messaging_enabled,"
                 "   updated_at = now(), updated_by = EXCLUDED.updated_by"
-                " RETURNING secure_messaging_enabled, auto_enable_new_clients",
+                " RETURNING secure_messaging_enabled, auto_enable_new_clients, team_messaging_enabled",
                 (
                     practice_id,
                     settings.secure_messaging_enabled,
                     settings.auto_enable_new_clients,
+                    settings.team_messaging_enabled,
                     audit_entry.actor,
                 ),
             )
@@ -250,27 +312,70 @@ class Storage:
             row = await cur.fetchone()
         return bool(row and row[0])
 
-    async def enable_client_messaging(self, client_id: str, practice_id: str, actor: str) -> bool:
-        """Turn messaging on for a client; True when it was off (or unset) before. Audited."""
-        async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
+    async def enable_client_messaging(
+        self,
+        client_id: str,
+        practice_id: str,
+        actor: str,
+        *,
+        only_if_new: bool = False,
+        detail: dict | None = None,
+    ) -> bool:
+        """Turn messaging on for a client; True when it was off (or unset) before. Audited.
+
+        ``only_if_new`` leaves a client messaging already knows (enabled or
+        disabled since) as they are: the automatic enablement of a new client
+        must not undo a later "disable" when auth's hook is delivered again.
+        """
+        if only_if_new:
+            query = (
+                "INSERT INTO client_messaging (client_id, practice_id, enabled, updated_by)"
+                " VALUES (%s, %s, true, %s) ON CONFLICT (client_id) DO NOTHING RETURNING client_id"
+            )
+        else:
+            query = (
                 "INSERT INTO client_messaging AS m (client_id, practice_id, enabled, updated_by)"
                 " VALUES (%s, %s, true, %s)"
                 " ON CONFLICT (client_id) DO UPDATE SET enabled = true, practice_id = EXCLUDED.practice_id,"
                 "   updated_at = now(), updated_by = EXCLUDED.updated_by"
                 " WHERE NOT m.enabled OR m.practice_id <> EXCLUDED.practice_id"
-                " RETURNING client_id",
-                (client_id, practice_id, actor),
+                " RETURNING client_id"
+            )
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(query, (client_id, practice_id, actor))
+            changed = await cur.fetchone() is not None
+            unchanged = "left_unchanged" if only_if_new else "already_enabled"
+            await _record(
+                conn,
+                AuditEntry(
+                    actor=actor,
+                    action="client_messaging.enable",
+                    outcome="enabled" if changed else unchanged,
+                    target=client_id,
+                    practice_id=practice_id,
+                    detail={**(detail or {}), "changed": changed},
+                ),
+            )
+        return changed
+
+    async def disable_client_messaging(self, client_id: str, practice_id: str, actor: str) -> bool:
+        """Turn messaging off for a client; True when it was on before. Audited."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE client_messaging SET enabled = false, updated_at = now(), updated_by = %s"
+                " WHERE client_id = %s AND practice_id = %s AND enabled RETURNING client_id",
+                (actor, client_id, practice_id),
             )
             changed = await cur.fetchone() is not None
             await _record(
                 conn,
                 AuditEntry(
                     actor=actor,
-                    action="client_messaging.enable",
-                    outcome="enabled" if changed else "already_enabled",
+                    action="client_messaging.disable",
+                    outcome="disabled" if changed else "already_disabled",
                     target=client_id,
                     practice_id=practice_id,
+                    detail={"changed": changed},
                 ),
             )
         return changed
@@ -291,27 +396,11 @@ class Storage:
             row = await cur.fetchone()
         return _conversation(row) if row else None
 
-    # A practice's service account reaches the practice's conversations
-    # without being a participant (viewer_read_seq is last_seq: nothing is "unread" to it).
-    _PRACTICE_SELECT = """
-SELECT c.conversation_id::text AS conversation_id, c.practice_id, c.client_id,
-       c.last_activity_at, c.last_seq, c.last_seq AS viewer_read_seq,
-       people.user_ids, people.staff, people.read_seqs
-  FROM conversations c
-  CROSS JOIN LATERAL (
-      SELECT array_agg(p.user_id ORDER BY p.user_id) AS user_ids,
-             array_agg(p.is_staff ORDER BY p.user_id) AS staff,
-             array_agg(p.read_seq ORDER BY p.user_id) AS read_seqs
-        FROM participants p
-       WHERE p.conversation_id = c.conversation_id
-  ) people
-"""
-
     async def practice_conversation(self, conversation_id: str, practice_id: str) -> Conversation | None:
         async with self._pool.connection() as conn:
             cur = await _dicts(
                 conn,
-                self._PRACTICE_SELECT + " WHERE c.conversation_id = %s AND c.practice_id = %s",
+                _PRACTICE_SELECT + " WHERE c.conversation_id = %s AND c.practice_id = %s",
                 (conversation_id, practice_id),
             )
             row = await cur.fetchone()
@@ -321,7 +410,7 @@ SELECT c.conversation_id::text AS conversation_id, c.practice_id, c.client_id,
         self, practice_id: str, limit: int, after: tuple[datetime, str] | None = None
     ) -> list[Conversation]:
         """All of a practice's conversations, newest activity first, after a keyset cursor."""
-        query = self._PRACTICE_SELECT + " WHERE c.practice_id = %(practice)s"
+        query = _PRACTICE_SELECT + " WHERE c.practice_id = %(practice)s"
         if after is not None:
             query += " AND (c.last_activity_at, c.conversation_id) < (%(after_at)s, %(after_id)s)"
         query += " ORDER BY c.last_activity_at DESC, c.conversation_id DESC LIMIT %(limit)s"
@@ -395,9 +484,15 @@ SELECT c.conversation_id::text AS conversation_id, c.practice_id, c.client_id,
         limit: int,
         after: tuple[datetime, str] | None = None,
         only_conversation: str | None = None,
+        archived: bool = False,
     ) -> list[Conversation]:
-        """The person's conversations, newest activity first, after a keyset cursor."""
-        conditions = [sql.SQL("me.user_id = %(user)s"), sql.SQL("c.practice_id = %(practice)s")]
+        """The person's archived (or other) conversations, newest activity first, after a
+        keyset cursor, each with its last message (one query for the page)."""
+        conditions = [
+            sql.SQL("me.user_id = %(user)s"),
+            sql.SQL("me.archived = %(archived)s"),
+            sql.SQL("c.practice_id = %(practice)s"),
+        ]
         if after is not None:
             conditions.append(
                 sql.SQL("(me.last_activity_at, me.conversation_id) < (%(after_at)s, %(after_id)s)")
@@ -414,6 +509,7 @@ SELECT c.conversation_id::text AS conversation_id, c.practice_id, c.client_id,
             "after_at": after[0] if after else None,
             "after_id": uuid.UUID(after[1]) if after else None,
             "only": only_conversation,
+            "archived": archived,
             "limit": limit,
         }
         async with self._pool.connection() as conn:
@@ -456,6 +552,41 @@ SELECT c.conversation_id::text AS conversation_id, c.practice_id, c.client_id,
                 (user_id, practice_id, limit),
             )
             return [row[0] for row in await cur.fetchall()]
+
+    async def set_archived(
+        self, conversation_id: str, user_id: str, archived: bool, audit_entry: AuditEntry
+    ) -> bool | None:
+        """Archive (or bring back) a conversation for one participant; returns whether
+        it changed, or None when they are not a participant. Audited with the change."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT archived FROM participants WHERE conversation_id = %s AND user_id = %s FOR UPDATE",
+                (conversation_id, user_id),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            changed = row[0] != archived
+            if changed:
+                await conn.execute(
+                    "UPDATE participants SET archived = %s WHERE conversation_id = %s AND user_id = %s",
+                    (archived, conversation_id, user_id),
+                )
+            await _record(conn, audit_entry_with(audit_entry, changed=changed))
+        return changed
+
+    async def read_state(self, conversation_id: str, user_id: str) -> tuple[int, int] | None:
+        """(the participant's read cursor, the conversation's last seq), or None when
+        the person is not in the conversation (or it does not exist)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT p.read_seq, c.last_seq FROM participants p"
+                "  JOIN conversations c ON c.conversation_id = p.conversation_id"
+                " WHERE p.conversation_id = %s AND p.user_id = %s",
+                (conversation_id, user_id),
+            )
+            row = await cur.fetchone()
+        return (row[0], row[1]) if row else None
 
     # -- messages ----------------------------------------------------------
 
@@ -505,9 +636,10 @@ SELECT c.conversation_id::text AS conversation_id, c.practice_id, c.client_id,
                         created_at,
                     ),
                 )
-                # The sender has read their own message; everyone's list order moves.
+                # The sender has read their own message; everyone's list order moves, and
+                # the conversation comes back for whoever had archived it.
                 cur = await conn.execute(
-                    "UPDATE participants SET last_activity_at = %s,"
+                    "UPDATE participants SET last_activity_at = %s, archived = false,"
                     "   read_seq = CASE WHEN user_id = %s THEN greatest(read_seq, %s) ELSE read_seq END"
                     " WHERE conversation_id = %s RETURNING user_id, is_staff",
                     (created_at, new.sender_id, seq, new.conversation_id),
@@ -543,6 +675,7 @@ SELECT c.conversation_id::text AS conversation_id, c.practice_id, c.client_id,
                                     "practice_id": new.practice_id,
                                     "conversation_id": new.conversation_id,
                                     "message_id": new.message_id,
+                                    "seq": seq,
                                     "sender_id": new.sender_id,
                                     "recipients": recipients,
                                     "created_at": created_at.isoformat(),

@@ -10,11 +10,12 @@ import pytest
 from services.common.config import ConfigError, Env
 from services.messaging.config import MessagingConfig
 from services.messaging.crypto import (
+    DataKey,
     DataKeyError,
     DecryptionError,
-    MessageCipher,
     SealedBody,
     associated_data,
+    body_digest,
     load_data_key,
 )
 from tests.support import service_env
@@ -42,20 +43,14 @@ def test_a_missing_or_malformed_key_is_a_start_up_error(tmp_path):
 
 
 def test_seal_and_open_bind_the_body_to_its_row():
-    cipher = MessageCipher(b"k" * 32)
+    key = DataKey(b"k" * 32, 3)
     aad = associated_data("practice-1", "conversation-1", "message-1")
-    sealed = cipher.seal("See you Thursday.", aad)
-    assert len(sealed.nonce) == 12 and sealed.key_version == 1
+    sealed = key.seal("See you Thursday.", aad)
+    assert len(sealed.nonce) == 12 and sealed.key_version == 3
     assert b"Thursday" not in sealed.ciphertext
-    assert cipher.open(sealed, aad) == "See you Thursday."
-    # Equal bodies give different ciphertexts (fresh nonces) but equal digests.
-    again = cipher.seal("See you Thursday.", aad)
-    assert again.ciphertext != sealed.ciphertext
-    assert (
-        cipher.digest("See you Thursday.")
-        == cipher.digest("See you Thursday.")
-        != cipher.digest("See you Friday.")
-    )
+    assert key.open(sealed, aad) == "See you Thursday."
+    # Equal bodies give different ciphertexts (fresh nonces).
+    assert key.seal("See you Thursday.", aad).ciphertext != sealed.ciphertext
     # Moved to another message, conversation or practice: it no longer opens.
     for other in (
         associated_data("practice-1", "conversation-1", "message-2"),
@@ -63,27 +58,33 @@ def test_seal_and_open_bind_the_body_to_its_row():
         associated_data("practice-2", "conversation-1", "message-1"),
     ):
         with pytest.raises(DecryptionError):
-            cipher.open(sealed, other)
-    # Another key, a flipped bit or an unknown key version: refused too.
+            key.open(sealed, other)
+    # Another key, a flipped bit or another key version: refused too.
     with pytest.raises(DecryptionError):
-        MessageCipher(b"x" * 32).open(sealed, aad)
+        DataKey(b"x" * 32, 3).open(sealed, aad)
     flipped = bytes([sealed.ciphertext[0] ^ 1]) + sealed.ciphertext[1:]
     with pytest.raises(DecryptionError):
-        cipher.open(SealedBody(flipped, sealed.nonce, sealed.key_version), aad)
-    with pytest.raises(DecryptionError):
-        cipher.open(SealedBody(sealed.ciphertext, sealed.nonce, 2), aad)
+        key.open(SealedBody(flipped, sealed.nonce, sealed.key_version), aad)
+    with pytest.raises(DecryptionError, match="version 2"):
+        key.open(SealedBody(sealed.ciphertext, sealed.nonce, 2), aad)
 
 
 def test_the_digest_is_keyed():
     # A plain SHA-256 of a short body could be guessed from the database; the digest cannot.
-    assert MessageCipher(b"a" * 32).digest("yes") != MessageCipher(b"b" * 32).digest("yes")
+    assert body_digest(b"a" * 32, "yes") == body_digest(b"a" * 32, "yes") != body_digest(b"a" * 32, "no")
+    assert body_digest(b"a" * 32, "yes") != body_digest(b"b" * 32, "yes")
 
 
 def test_config_defaults_and_overrides(keys_dir, tmp_path):
-    config = MessagingConfig.load(service_env(keys_dir, messaging_database_url="postgresql:///x"))
+    # Only what every deployment must set: the rest are defaults.
+    config = MessagingConfig.load(
+        Env({"CONFIDANT_KEYS_DIR": str(keys_dir), "CONFIDANT_MESSAGING_DATABASE_URL": "postgresql:///x"})
+    )
     assert (config.client_max_chars, config.staff_max_chars) == (1000, 5000)
     assert config.data_key_file == keys_dir / "messaging-data.key"
     assert config.auth_target == "127.0.0.1:50051" and config.notify_target == "127.0.0.1:50054"
+    assert (config.kms_key_id, config.aws_region, config.aws_endpoint_url) == (None, "us-east-1", None)
+    assert config.data_key_cache_seconds == 30.0
     custom = MessagingConfig.load(
         service_env(
             keys_dir,
@@ -91,8 +92,13 @@ def test_config_defaults_and_overrides(keys_dir, tmp_path):
             messaging_client_max_chars="500",
             messaging_data_key_file=str(tmp_path / "k"),
             auth_addr="auth:50051",
+            messaging_kms_key_id="alias/confidant-messaging",
+            aws_region="eu-west-1",
+            aws_endpoint_url="http://127.0.0.1:4566",
         )
     )
+    assert (custom.kms_key_id, custom.aws_region) == ("alias/confidant-messaging", "eu-west-1")
+    assert custom.aws_endpoint_url == "http://127.0.0.1:4566"
     assert custom.client_max_chars == 500
     assert custom.data_key_file == tmp_path / "k"
     assert custom.auth_target == "auth:50051"
@@ -102,15 +108,32 @@ def test_config_defaults_and_overrides(keys_dir, tmp_path):
         )
 
 
-def test_production_refuses_to_start_without_the_data_key(tmp_path):
-    env = Env(
-        {
-            "CONFIDANT_MODE": "production",
-            "CONFIDANT_KEYS_DIR": str(tmp_path),
-            "CONFIDANT_MESSAGING_DATA_KEY_FILE": str(tmp_path / "absent.key"),
-            "CONFIDANT_MESSAGING_DATABASE_URL": "postgresql:///x",
-        }
-    )
-    with pytest.raises(ConfigError, match="does not exist"):
-        MessagingConfig.load(env)
+def _production(tmp_path, **settings: str) -> Env:
+    values = {
+        "CONFIDANT_MODE": "production",
+        "CONFIDANT_KEYS_DIR": str(tmp_path),
+        "CONFIDANT_MESSAGING_DATABASE_URL": "postgresql:///x",
+    }
+    values.update({f"CONFIDANT_{name.upper()}": value for name, value in settings.items()})
+    return Env(values)
+
+
+def test_production_refuses_to_start_without_kms_or_the_key_file(tmp_path):
+    absent = str(tmp_path / "absent.key")
+    with pytest.raises(ConfigError, match="needs CONFIDANT_MESSAGING_KMS_KEY_ID .* does not exist"):
+        MessagingConfig.load(_production(tmp_path, messaging_data_key_file=absent))
+    with pytest.raises(ConfigError, match="needs CONFIDANT_MESSAGING_KMS_KEY_ID"):
+        MessagingConfig.load(_production(tmp_path))  # the default path, absent too
+    # A key file named explicitly must exist, even beside KMS.
+    with pytest.raises(ConfigError, match=r"absent.key \(CONFIDANT_MESSAGING_DATA_KEY_FILE\) does not exist"):
+        MessagingConfig.load(_production(tmp_path, messaging_data_key_file=absent, messaging_kms_key_id="k"))
     assert not (tmp_path / "absent.key").exists()
+
+
+def test_production_starts_with_kms_alone_or_with_the_key_file(tmp_path):
+    kms = MessagingConfig.load(_production(tmp_path, messaging_kms_key_id="alias/confidant"))
+    assert kms.kms_key_id == "alias/confidant" and not kms.data_key_file.exists()
+    key_file = tmp_path / "mounted.key"
+    key_file.write_text(base64.b64encode(b"k" * 32).decode())
+    mounted = MessagingConfig.load(_production(tmp_path, messaging_data_key_file=str(key_file)))
+    assert mounted.kms_key_id is None and mounted.data_key_file == key_file

@@ -205,15 +205,19 @@ async def test_every_list_messages_call_is_audited(messaging, team):
 
 async def test_turning_messaging_off_stops_new_messages_but_keeps_history(messaging, team):
     cid = (await messaging.client_conversation(team)).conversation_id
+    staff = (await messaging.open(team.clinician, team.team_member)).conversation_id
     await messaging.send(team.clinician, cid, "before")
     await messaging.stub.UpdatePracticeSettings(
-        pb.UpdatePracticeSettingsRequest(settings=pb.PracticeSettings(secure_messaging_enabled=False)),
+        pb.UpdatePracticeSettingsRequest(
+            settings=pb.PracticeSettings(secure_messaging_enabled=False, team_messaging_enabled=True)
+        ),
         metadata=messaging.as_user(team.owner),
         timeout=5,
     )
     for call in (
         messaging.send(team.client, cid, "after"),
-        messaging.open(team.clinician, team.team_member),
+        messaging.send(team.clinician, cid, "after"),
+        messaging.open(team.clinician, team.client, team.team_member),
     ):
         err = await rpc_error(call)
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -225,3 +229,6 @@ async def test_turning_messaging_off_stops_new_messages_but_keeps_history(messag
     )
     assert reply.enabled is False
     assert [m.body for m in await messaging.messages(team.client, cid)] == ["before"]
+    # Staff among themselves follow the team switch, still on.
+    assert (await messaging.send(team.team_member, staff, "still here")).created
+    assert (await messaging.open(team.owner, team.team_member)).client_id == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 
 from confidant.messaging.v1 import messaging_service_pb2_grpc as pb_grpc
 from confidant.notify.v1 import notify_service_pb2 as notify_pb
@@ -11,6 +12,8 @@ from confidant.notify.v1 import notify_service_pb2_grpc as notify_grpc
 from services.common.pgserver import free_port
 from services.consent.app import create_service as create_consent
 from services.consent.config import ConsentConfig
+from services.messaging.relay import notification_request
+from services.messaging.storage import OutboxItem
 from services.notify.app import create_service as create_notify
 from services.notify.config import NotifyConfig
 from tests.messaging.harness import MessagingHarness, eventually, messaging_service
@@ -77,6 +80,7 @@ async def test_a_message_to_a_client_reaches_notify_once_and_becomes_an_email(
         [(_, payload)] = await eventually(relayed)
         assert payload["recipients"] == [{"user_id": team.client.user_id, "is_client": True}]
         assert payload["sender_id"] == team.clinician.user_id and payload["conversation_id"] == cid
+        assert payload["seq"] == 1  # notify skips a staff email once the cursor reaches it
         [email] = await eventually(lambda: emails_to(team.client.email))
         # No PHI in the notification: neither the text nor the clinician's name.
         assert "results" not in email.subject + email.text_body + email.html_body
@@ -137,3 +141,21 @@ async def test_when_notify_is_down_the_outbox_keeps_the_event_and_retries(
         payloads = [row[0] for row in await messaging.sql("SELECT payload FROM outbox ORDER BY outbox_id")]
         assert payloads[0]["recipients"] == [{"user_id": team.clinician.user_id, "is_client": False}]
         assert payloads[1]["recipients"] == [{"user_id": team.team_member.user_id, "is_client": False}]
+        assert [p["seq"] for p in payloads] == [1, 1]
+
+
+def test_the_notification_request_carries_the_seq_and_old_rows_give_zero():
+    payload = {
+        "event_id": str(uuid.uuid4()),
+        "practice_id": str(uuid.uuid4()),
+        "conversation_id": str(uuid.uuid4()),
+        "message_id": str(uuid.uuid4()),
+        "sender_id": str(uuid.uuid4()),
+        "recipients": [{"user_id": "staff-1", "is_client": False}, {"user_id": "client-1", "is_client": True}],
+        "created_at": "2026-11-27T11:00:00+00:00",
+    }
+    old = notification_request(OutboxItem(outbox_id=1, event_id=1, payload=payload, attempts=0))
+    assert old.seq == 0
+    assert [(r.user_id, r.is_client) for r in old.recipients] == [("staff-1", False), ("client-1", True)]
+    new = notification_request(OutboxItem(outbox_id=2, event_id=2, payload={**payload, "seq": 7}, attempts=0))
+    assert new.seq == 7 and new.message_id == payload["message_id"]

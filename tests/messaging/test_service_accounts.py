@@ -76,6 +76,9 @@ async def test_a_service_account_sends_into_its_practice_and_is_refused_outside_
 
     # Outside its scopes: reading is refused, and so is anything not granted to service accounts.
     for call in (
+        messaging.stub.GetConversation(
+            pb.GetConversationRequest(conversation_id=conversation.conversation_id), metadata=sender, timeout=5
+        ),
         messaging.stub.ListMessages(
             pb.ListMessagesRequest(conversation_id=conversation.conversation_id), metadata=sender, timeout=5
         ),
@@ -117,6 +120,19 @@ async def test_a_reading_service_account_lists_the_practice_and_is_audited(
         pb.ListMessagesRequest(conversation_id=conversation.conversation_id), metadata=reader, timeout=5
     )
     assert [m.body for m in read.messages] == ["See you Tuesday."]
+    got = await messaging.stub.GetConversation(
+        pb.GetConversationRequest(conversation_id=conversation.conversation_id), metadata=reader, timeout=5
+    )
+    assert got.conversation.client_id == team.client.user_id and got.conversation.last_seq == 1
+    assert got.conversation.can_send is True and got.conversation.unread_count == 0
+    other = await messaging.team()
+    elsewhere = await messaging.client_conversation(other)
+    err = await rpc_error(
+        messaging.stub.GetConversation(
+            pb.GetConversationRequest(conversation_id=elsewhere.conversation_id), metadata=reader, timeout=5
+        )
+    )
+    assert err.code() == grpc.StatusCode.NOT_FOUND
     err = await rpc_error(
         messaging.send(team.owner, conversation.conversation_id, "Hi", key=unique("k"), metadata=reader)
     )
