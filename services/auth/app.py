@@ -1,13 +1,15 @@
-"""Builds the auth service: database, keys, handlers, the notice relay, gRPC server."""
+"""Builds the auth service: database, keys, handlers, the notice and client-event relays, gRPC server."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from confidant.auth.v1 import auth_service_pb2_grpc as pb_grpc
+from confidant.messaging.v1 import messaging_service_pb2_grpc as messaging_grpc
 from confidant.notify.v1 import notify_service_pb2_grpc as notify_grpc
 
 from services.auth.admin import AdminHandlers
+from services.auth.client_events import ClientEventRelay
 from services.auth.config import AuthConfig
 from services.auth.credentials import CredentialHandlers, CredentialStorage
 from services.auth.handlers import AuthHandlers
@@ -62,7 +64,13 @@ async def create_service(config: AuthConfig) -> GrpcService:
     service_accounts = ServiceAccountHandlers(config, pool, storage, keys)
     notify_channel = open_channel(config.notify_target, token=tokens.token)
     relay = NoticeRelay(storage, notify_grpc.NotifyServiceStub(notify_channel), config.notice_retry_seconds)
-    handlers = AuthHandlers(config, storage, passwords, keys, notice_queued=relay.wake)
+    messaging_channel = open_channel(config.messaging_target, token=tokens.token)
+    client_events = ClientEventRelay(
+        storage, messaging_grpc.MessagingServiceStub(messaging_channel), config.client_event_retry_seconds
+    )
+    handlers = AuthHandlers(
+        config, storage, passwords, keys, notice_queued=relay.wake, client_created=client_events.wake
+    )
     credentials = CredentialHandlers(
         config, storage, CredentialStorage(pool), passwords, handlers, notice_queued=relay.wake
     )
@@ -79,8 +87,12 @@ async def create_service(config: AuthConfig) -> GrpcService:
     async def relay_notices() -> None:
         await relay.run()
 
+    async def relay_client_events() -> None:
+        await client_events.run()
+
     async def close() -> None:
         await notify_channel.close()
+        await messaging_channel.close()
         await pool.close()
 
     return GrpcService(
@@ -93,8 +105,8 @@ async def create_service(config: AuthConfig) -> GrpcService:
                 "confidant.auth.v1.AuthService",
             )
         ],
-        background=[handlers.purge_loop, relay_notices, keys.refresh_loop, mfa.purge_loop,
-                    credentials.purge_loop],
+        background=[handlers.purge_loop, relay_notices, relay_client_events, keys.refresh_loop,
+                    mfa.purge_loop, credentials.purge_loop],
         open_methods=OPEN_METHODS,
         cleanup=[close],
     )

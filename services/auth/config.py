@@ -28,6 +28,8 @@ class AuthConfig:
     common: CommonConfig
     # Where notify is reached (the lock email).
     notify_target: str = "127.0.0.1:50054"
+    # Where messaging is reached (the client-created outbox).
+    messaging_target: str = "127.0.0.1:50052"
     # The database role auth's queries run as: it may not UPDATE or DELETE the audit
     # trail (migration 0007). Empty: run as the login user.
     database_app_role: str = "confidant_auth_app"
@@ -59,6 +61,8 @@ class AuthConfig:
     sign_in_failure_memory_seconds: int = 86400
     # The lock-email outbox is relayed at once, and retried this often while notify is down.
     notice_retry_seconds: int = 10
+    # The client-created outbox likewise, retried this often while messaging is down.
+    client_event_retry_seconds: int = 10
     # Portal invitation and password-reset links work this long.
     invitation_ttl_seconds: int = 86400
     password_reset_ttl_seconds: int = 3600
@@ -102,6 +106,7 @@ class AuthConfig:
             session_retention_seconds=positive("SESSION_RETENTION_SECONDS", 7 * 86400),
             magic_link_retention_seconds=positive("MAGIC_LINK_RETENTION_SECONDS", 30 * 86400),
             notify_target=service_target(env, "notify"),
+            messaging_target=service_target(env, "messaging"),
             sign_in_delay_after_failures=positive("SIGN_IN_DELAY_AFTER_FAILURES", 5),
             sign_in_max_delay_seconds=positive("SIGN_IN_MAX_DELAY_SECONDS", 300),
             sign_in_lock_after_failures=positive("SIGN_IN_LOCK_AFTER_FAILURES", 10),
@@ -110,6 +115,7 @@ class AuthConfig:
             sign_in_address_window_seconds=positive("SIGN_IN_ADDRESS_WINDOW_SECONDS", 60),
             sign_in_failure_memory_seconds=positive("SIGN_IN_FAILURE_MEMORY_SECONDS", 86400),
             notice_retry_seconds=positive("NOTICE_RETRY_SECONDS", 10),
+            client_event_retry_seconds=positive("CLIENT_EVENT_RETRY_SECONDS", 10),
             invitation_ttl_seconds=positive("INVITATION_TTL_SECONDS", 86400),
             password_reset_ttl_seconds=positive("PASSWORD_RESET_TTL_SECONDS", 3600),
             password_reset_min_interval_seconds=env.int("PASSWORD_RESET_MIN_INTERVAL_SECONDS", 60),

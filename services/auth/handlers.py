@@ -8,6 +8,8 @@ any argument that could reveal whether something exists is looked up.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import logging
 import secrets
@@ -40,6 +42,7 @@ from services.common.identity import (
     STAFF_ROLES,
     Principal,
     caller,
+    require_scope,
     require_service,
     require_staff,
     require_user,
@@ -66,6 +69,9 @@ MAX_SEARCH_QUERY_LENGTH = 200
 MAX_SEARCH_WORDS = 8
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+# The scopes a practice system's service account needs to read and to change clients.
+SCOPE_CLIENTS_READ = "clients.read"
+SCOPE_CLIENTS_WRITE = "clients.write"
 # Our tokens are 43 characters; anything far longer is not one of ours.
 MAX_TOKEN_LENGTH = 256
 MAX_CLIENT_ADDRESS_LENGTH = 64
@@ -143,6 +149,45 @@ def _required_name(value: str, what: str) -> str:
     return name
 
 
+def _search_words(query: str) -> list[str]:
+    if len(query) > MAX_SEARCH_QUERY_LENGTH:
+        raise InvalidArgument(f"The search must be at most {MAX_SEARCH_QUERY_LENGTH} characters long.")
+    return query.split()[:MAX_SEARCH_WORDS]
+
+
+def _page_limit(page_size: int) -> int:
+    if page_size < 0:
+        raise InvalidArgument("The page size must not be negative.")
+    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _client_page_token(client_id: str) -> str:
+    """The opaque token of the page after this client: their id only, never a name (tokens end up in URLs)."""
+    return base64.urlsafe_b64encode(uuid.UUID(client_id).bytes).decode().rstrip("=")
+
+
+def _after_client(token: str) -> str | None:
+    if not token:
+        return None
+    try:
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise ValueError("too long")
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        return str(uuid.UUID(bytes=raw))
+    except (ValueError, TypeError, binascii.Error):
+        raise InvalidArgument("The page token is not valid.") from None
+
+
+def _client_manager(scope: str) -> Principal:
+    """Staff signed in with a full session, or a service account of the practice holding ``scope``."""
+    if caller().is_service_account:
+        return require_scope(scope)
+    principal = require_staff()
+    if principal.session_kind != "full":
+        raise PermissionDenied("Sign in with your email and password to do this.")
+    return principal
+
+
 def _client_address(value: str) -> dict:
     address = value.strip()[:MAX_CLIENT_ADDRESS_LENGTH]
     return {"client_address": address} if address else {}
@@ -156,8 +201,11 @@ class AuthHandlers:
         passwords: Passwords,
         signer: TokenSigner,
         notice_queued: Callable[[], None] = lambda: None,
+        client_created: Callable[[], None] = lambda: None,
     ) -> None:
         self._config = config
+        # Called after a new client (and its client-created outbox row) is committed, to relay it at once.
+        self._client_created = client_created
         # Called after a lock email is committed to the outbox, to relay it at once.
         self._notice_queued = notice_queued
         self._storage = storage
@@ -245,7 +293,10 @@ class AuthHandlers:
             practice_id=practice_id,
             detail={"role": role},
         )
-        return await self._storage.create_user(user, password_hash, event)
+        user = await self._storage.create_user(user, password_hash, event)
+        if role == "client":
+            self._client_created()
+        return user
 
     @staticmethod
     def _visible(principal: Principal, user: User) -> bool:
@@ -299,14 +350,10 @@ class AuthHandlers:
 
     async def search_directory(self, query: str, roles: Sequence[str], page_size: int) -> list[User]:
         principal = require_staff()
-        if len(query) > MAX_SEARCH_QUERY_LENGTH:
-            raise InvalidArgument(f"The search must be at most {MAX_SEARCH_QUERY_LENGTH} characters long.")
-        words = query.split()[:MAX_SEARCH_WORDS]
+        words = _search_words(query)
         if any(role not in DIRECTORY_ROLES for role in roles):
             raise InvalidArgument("The directory lists owners, clinicians, team members and clients only.")
-        if page_size < 0:
-            raise InvalidArgument("The page size must not be negative.")
-        limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        limit = _page_limit(page_size)
         users = await self._storage.search_directory(
             principal.practice_id, words, sorted(set(roles)) or DIRECTORY_ROLES, limit
         )
@@ -322,6 +369,78 @@ class AuthHandlers:
                 )
             )
         return users
+
+    # -- clients (staff, and practice systems with the clients.* scopes) ------------------
+
+    async def create_client(self, email: str, display_name: str) -> User:
+        """Add a client to the caller's practice, without a password.
+
+        The portal invitation (and secure messaging, where the practice enables new
+        clients automatically) comes from messaging, told through the client-created outbox.
+        """
+        principal = _client_manager(SCOPE_CLIENTS_WRITE)
+        email = _normalize_email(email)
+        display_name = _required_name(display_name, "name")
+        client = User(str(uuid.uuid4()), principal.practice_id, "client", email, display_name, has_password=False)
+        event = AuditEvent(
+            actor=principal.subject,
+            action="client.create",
+            outcome="success",
+            target=client.user_id,
+            practice_id=principal.practice_id,
+            detail={"via": principal.role},
+        )
+        client = await self._storage.create_user(client, None, event)
+        self._client_created()
+        log.info("client created", extra={"fields": {"practice_id": principal.practice_id, "user_id": client.user_id}})
+        return client
+
+    async def update_client(self, client_id: str, email: str, display_name: str) -> User:
+        """Replace a client's email and name; another practice's client, or anyone not a client, is not found."""
+        principal = _client_manager(SCOPE_CLIENTS_WRITE)
+        client_id = _parse_id(client_id, "client id")
+        email = _normalize_email(email)
+        display_name = _required_name(display_name, "name")
+
+        def event(changed: list[str]) -> AuditEvent:
+            # Field names only: the old and new values are PHI.
+            return AuditEvent(
+                actor=principal.subject,
+                action="client.update",
+                outcome="success",
+                target=client_id,
+                practice_id=principal.practice_id,
+                detail={"fields": changed, "via": principal.role},
+            )
+
+        client = await self._storage.update_client(principal.practice_id, client_id, email, display_name, event)
+        if client is None:
+            raise NotFound("No such client.")
+        log.info("client updated", extra={"fields": {"practice_id": principal.practice_id, "user_id": client_id}})
+        return client
+
+    async def list_clients(self, query: str, page_size: int, page_token: str) -> tuple[list[User], str]:
+        """A page of the practice's clients in name order, each matching every word of ``query``."""
+        principal = _client_manager(SCOPE_CLIENTS_READ)
+        words = _search_words(query)
+        limit = _page_limit(page_size)
+        after = _after_client(page_token)
+        rows = await self._storage.list_clients(principal.practice_id, words, after, limit + 1)
+        if rows is None:
+            raise InvalidArgument("The page token is not valid.")
+        clients = rows[:limit]
+        next_token = _client_page_token(clients[-1].user_id) if len(rows) > limit else ""
+        if clients:
+            await self._storage.record_audit(
+                AuditEvent(
+                    actor=principal.subject,
+                    action="clients.list",
+                    outcome="success",
+                    practice_id=principal.practice_id,
+                    detail={"user_ids": [c.user_id for c in clients]},
+                )
+            )
+        return clients, next_token
 
     # -- sessions ----------------------------------------------------------------------
 

@@ -41,7 +41,9 @@ from services.common.identity import SERVICE_ACCOUNT, Principal, caller, require
 
 log = logging.getLogger("confidant.auth.service_accounts")
 
-KNOWN_SCOPES = frozenset({"messaging.send", "messaging.read", "consent.read", "consent.write"})
+KNOWN_SCOPES = frozenset(
+    {"messaging.send", "messaging.read", "consent.read", "consent.write", "clients.read", "clients.write"}
+)
 MAX_NAME_LENGTH = 200
 MAX_CLIENT_ID_LENGTH = 64
 MAX_SECRET_LENGTH = 256

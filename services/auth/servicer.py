@@ -110,6 +110,24 @@ class AuthServicer(
         users = await self._handlers.search_directory(request.query, roles, request.page_size)
         return pb.SearchDirectoryResponse(users=[_user(u) for u in users])
 
+    async def CreateClient(
+        self, request: pb.CreateClientRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateClientResponse:
+        client = await self._handlers.create_client(request.email, request.display_name)
+        return pb.CreateClientResponse(client=_user(client))
+
+    async def UpdateClient(
+        self, request: pb.UpdateClientRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateClientResponse:
+        client = await self._handlers.update_client(request.client_id, request.email, request.display_name)
+        return pb.UpdateClientResponse(client=_user(client))
+
+    async def ListClients(
+        self, request: pb.ListClientsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListClientsResponse:
+        clients, next_token = await self._handlers.list_clients(request.query, request.page_size, request.page_token)
+        return pb.ListClientsResponse(clients=[_user(c) for c in clients], next_page_token=next_token)
+
     async def SignIn(self, request: pb.SignInRequest, context: grpc.aio.ServicerContext) -> pb.SignInResponse:
         signed_in = await self._handlers.sign_in(request.email, request.password, request.client_address)
         if isinstance(signed_in, SecondFactorPending):

@@ -93,6 +93,15 @@ class AccountNotice:
 
 
 @dataclass(frozen=True)
+class ClientEvent:
+    """A row of the client-created outbox, waiting to be handed to messaging."""
+
+    event_id: int
+    practice_id: str
+    client_id: str
+
+
+@dataclass(frozen=True)
 class AuditEvent:
     actor: str
     action: str
@@ -131,6 +140,26 @@ def _session(row: dict) -> SessionRecord:
 
 def _escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _word_filter(words: Sequence[str]) -> tuple[sql.Composable, list[str]]:
+    """`` AND`` one LIKE per word on the folded search text, and its parameters.
+
+    The pattern is folded by the same function as the column, so "alex" finds
+    "Álex" and the trigram index can serve it; LIKE wildcards are plain characters.
+    """
+    where = sql.SQL("").join(
+        sql.SQL(" AND u.search_text LIKE '%%' || fold_for_search(%s) || '%%'") for _ in words
+    )
+    return where, [_escape_like(w) for w in words]
+
+
+async def _queue_client_created(conn: psycopg.AsyncConnection, user: User) -> None:
+    """The client-created outbox row, in the caller's transaction (see client_events.py)."""
+    if user.role == "client":
+        await conn.execute(
+            "INSERT INTO client_events (practice_id, client_id) VALUES (%s, %s)", (user.practice_id, user.user_id)
+        )
 
 
 async def _record(conn: psycopg.AsyncConnection, event: AuditEvent) -> None:
@@ -201,6 +230,7 @@ class AuthStorage:
                     " VALUES (%s, %s, %s, %s, %s, %s)",
                     (user.user_id, user.practice_id, user.role, user.email, user.display_name, password_hash),
                 )
+                await _queue_client_created(conn, user)
                 await _record(conn, event)
         except psycopg.errors.UniqueViolation as exc:
             if _is_email_taken(exc):
@@ -243,20 +273,109 @@ class AuthStorage:
         self, practice_id: str, words: Sequence[str], roles: Sequence[str], limit: int
     ) -> list[User]:
         """Users of a practice whose folded name or email contains every word, in name order."""
-        # One LIKE per word with the pattern folded by the same function as the
-        # column, so "alex" finds "Álex" and the trigram index can serve it.
-        where = sql.SQL("").join(
-            sql.SQL(" AND u.search_text LIKE '%%' || fold_for_search(%s) || '%%'") for _ in words
-        )
+        where, patterns = _word_filter(words)
         query = sql.SQL(
             "SELECT {columns} FROM users u WHERE u.practice_id = %s AND u.role = ANY(%s){where}"
             " ORDER BY u.sort_name, u.user_id LIMIT %s"
         ).format(columns=_USER_COLUMNS, where=where)
-        params = [practice_id, list(roles), *(_escape_like(w) for w in words), limit]
+        params = [practice_id, list(roles), *patterns, limit]
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(query, params)
             return [_user(row) for row in await cur.fetchall()]
+
+    # -- clients -------------------------------------------------------------------
+
+    async def list_clients(
+        self, practice_id: str, words: Sequence[str], after_client_id: str | None, limit: int
+    ) -> list[User] | None:
+        """A page of the practice's clients matching every word, in name order.
+
+        Keyset pagination after the client ``after_client_id`` (the previous page's
+        last row, looked up here so the page token carries an id and no name).
+        None when that client is not one of the practice's.
+        """
+        where, patterns = _word_filter(words)
+        after = sql.SQL("")
+        params: list = [practice_id]
+        async with self._pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            if after_client_id is not None:
+                await cur.execute(
+                    "SELECT sort_name, user_id FROM users WHERE user_id = %s AND practice_id = %s AND role = 'client'",
+                    (after_client_id, practice_id),
+                )
+                anchor = await cur.fetchone()
+                if anchor is None:
+                    return None
+                after = sql.SQL(" AND (u.sort_name, u.user_id) > (%s, %s)")
+                params += [anchor["sort_name"], anchor["user_id"]]
+            query = sql.SQL(
+                "SELECT {columns} FROM users u WHERE u.practice_id = %s AND u.role = 'client'{after}{where}"
+                " ORDER BY u.sort_name, u.user_id LIMIT %s"
+            ).format(columns=_USER_COLUMNS, after=after, where=where)
+            await cur.execute(query, [*params, *patterns, limit])
+            return [_user(row) for row in await cur.fetchall()]
+
+    async def update_client(
+        self, practice_id: str, client_id: str, email: str, display_name: str, event: Callable[[list[str]], AuditEvent]
+    ) -> User | None:
+        """Change a client's email and name; None when they are not a client of the practice.
+
+        ``event(changed)`` is the audit row, given the names of the fields that changed.
+        """
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    sql.SQL(
+                        "SELECT {} FROM users u WHERE u.user_id = %s AND u.practice_id = %s AND u.role = 'client'"
+                        " FOR UPDATE"
+                    ).format(_USER_COLUMNS),
+                    (client_id, practice_id),
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    return None
+                before = _user(row)
+                changed = [
+                    name
+                    for name, old, new in (("email", before.email, email), ("display_name", before.display_name, display_name))
+                    if old != new
+                ]
+                if changed:
+                    await cur.execute(
+                        "UPDATE users SET email = %s, display_name = %s WHERE user_id = %s",
+                        (email, display_name, client_id),
+                    )
+                await _record(conn, event(changed))
+        except psycopg.errors.UniqueViolation as exc:
+            if _is_email_taken(exc):
+                raise AlreadyExists(_EMAIL_TAKEN) from None
+            raise
+        return User(
+            before.user_id, before.practice_id, before.role, email, display_name, has_password=before.has_password
+        )
+
+    # -- the client-created outbox ------------------------------------------------------
+
+    async def claim_client_events(self, limit: int, lease_seconds: int) -> list[ClientEvent]:
+        """Take due client events; other relays skip them until the lease runs out."""
+        async with self._pool.connection() as conn, conn.cursor(row_factory=class_row(ClientEvent)) as cur:
+            await cur.execute(
+                "UPDATE client_events SET next_attempt_at = now() + make_interval(secs => %s),"
+                " attempts = attempts + 1"
+                " WHERE event_id IN (SELECT event_id FROM client_events"
+                "   WHERE done_at IS NULL AND next_attempt_at <= now()"
+                "   ORDER BY next_attempt_at, event_id LIMIT %s FOR UPDATE SKIP LOCKED)"
+                " RETURNING event_id, practice_id::text AS practice_id, client_id::text AS client_id",
+                (lease_seconds, limit),
+            )
+            return await cur.fetchall()
+
+    async def client_event_done(self, event_id: int) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("UPDATE client_events SET done_at = now() WHERE event_id = %s", (event_id,))
 
     # -- sessions ----------------------------------------------------------------
 
@@ -501,7 +620,8 @@ class AuthStorage:
             return sessions, cur.rowcount
 
     async def purge_throttling(self, keep_seconds: int) -> None:
-        """Forget failure counts untouched for ``keep_seconds`` and past blocks, old address windows, sent notices."""
+        """Forget failure counts untouched for ``keep_seconds`` and past blocks, old address windows,
+        sent notices and relayed client events."""
         async with self._pool.connection() as conn:
             await conn.execute(
                 "DELETE FROM sign_in_throttle WHERE updated_at < now() - make_interval(secs => %(keep)s)"
@@ -514,4 +634,7 @@ class AuthStorage:
             )
             await conn.execute(
                 "DELETE FROM account_notices WHERE sent_at < now() - make_interval(secs => %s)", (keep_seconds,)
+            )
+            await conn.execute(
+                "DELETE FROM client_events WHERE done_at < now() - make_interval(secs => %s)", (keep_seconds,)
             )
