@@ -1,4 +1,4 @@
-"""Builds the notify service: database, channels to auth and consent, transport, worker, gRPC server."""
+"""Builds the notify service: database, channels to auth, consent and messaging, transport, worker, gRPC server."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from pathlib import Path
 
 from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from confidant.consent.v1 import consent_service_pb2_grpc as consent_grpc
+from confidant.messaging.v1 import messaging_service_pb2_grpc as messaging_grpc
 from confidant.notify.v1 import notify_service_pb2_grpc as pb_grpc
 
 from services.common.clients import open_channel
+from services.common.clock import Clock, SystemClock
 from services.common.db import prepare_database
 from services.common.server import GrpcService
 from services.common.tokens import ServiceTokenSource, TokenSigner, TokenVerifier, auth_key_fetcher
@@ -22,36 +24,43 @@ from services.notify.worker import Deliverer, Worker
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-async def create_service(config: NotifyConfig) -> GrpcService:
+async def create_service(config: NotifyConfig, clock: Clock | None = None) -> GrpcService:
+    """``clock`` decides every time rule (bursts, due times, the staff email interval, backoff);
+    tests pass a ManualClock, whose ``advance`` also runs the worker over the jobs then due."""
+    clock = clock or SystemClock()
     common = config.common
     verifier = TokenVerifier.from_keys_dir(common.keys_dir)
     tokens = ServiceTokenSource(TokenSigner.from_keys_dir(common.keys_dir, "notify"))
     pool = await prepare_database(common.database_url, MIGRATIONS)
-    storage = NotifyStorage(pool)
+    storage = NotifyStorage(pool, clock)
     auth_channel = open_channel(config.auth_target, token=tokens.token)
     # People's tokens: verified against auth's published signing keys (fetched, cached).
     verifier.use_published_keys(auth_key_fetcher(auth_channel))
     consent_channel = open_channel(config.consent_target, token=tokens.token)
+    messaging_channel = open_channel(config.messaging_target, token=tokens.token)
     deliverer = Deliverer(
         config,
         auth_grpc.AuthServiceStub(auth_channel),
         consent_grpc.ConsentServiceStub(consent_channel),
         build_transport(config, storage),
     )
-    worker = Worker(config, storage, deliverer)
+    worker = Worker(config, storage, deliverer, messaging_grpc.MessagingServiceStub(messaging_channel))
+    unsubscribe = clock.on_advance(worker.drain)
 
     async def deliver_notifications() -> None:
         await worker.run()
 
     async def close() -> None:
+        unsubscribe()
         await auth_channel.close()
         await consent_channel.close()
+        await messaging_channel.close()
         await pool.close()
 
     return GrpcService(
         name="notify",
         verifier=verifier,
-        servicers=[(pb_grpc.add_NotifyServiceServicer_to_server, NotifyServicer(NotifyHandlers(config, storage)),
+        servicers=[(pb_grpc.add_NotifyServiceServicer_to_server, NotifyServicer(NotifyHandlers(config, storage, clock)),
                     "confidant.notify.v1.NotifyService")],
         background=[deliver_notifications],
         cleanup=[close],

@@ -6,9 +6,11 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import phonenumbers
 
+from services.common.clock import Clock
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.identity import require_service
 from services.notify.config import NotifyConfig
@@ -41,17 +43,28 @@ _CLIENT_JOBS = (("message_email", "email"), ("message_sms", "sms"))
 
 
 class NotifyHandlers:
-    def __init__(self, config: NotifyConfig, storage: NotifyStorage) -> None:
+    def __init__(self, config: NotifyConfig, storage: NotifyStorage, clock: Clock) -> None:
         self._config = config
         self._storage = storage
+        self._clock = clock
 
     async def enqueue_message_notifications(
-        self, *, event_id: str, practice_id: str, conversation_id: str, recipients: Sequence[Recipient]
+        self,
+        *,
+        event_id: str,
+        practice_id: str,
+        conversation_id: str,
+        recipients: Sequence[Recipient],
+        sender_id: str = "",
+        seq: int = 0,
+        created_at: datetime | None = None,
     ) -> int:
         """Create the jobs for one new-message event; a repeated event id creates nothing.
 
-        Returns how many jobs were created now (coalesced ones included: they record the
-        burst but are never sent).
+        Clients get an email (and a text) at once, one per burst. Staff members get a
+        delayed email, due ``staff_unread_delay_seconds`` after the message was sent, that
+        the worker cancels if they have read it by then. Returns how many jobs were created
+        now (coalesced ones included: they record the burst but are never sent).
         """
         require_service("messaging")
         for name, value in (("event_id", event_id), ("practice_id", practice_id),
@@ -60,10 +73,29 @@ class NotifyHandlers:
                 raise InvalidArgument(f"{name} is required.")
         if any(not r.user_id.strip() for r in recipients):
             raise InvalidArgument("Every recipient needs a user_id.")
+        if seq < 0:
+            raise InvalidArgument("seq cannot be negative.")
+        # The delay runs from the message (never from the future, whatever messaging's clock says).
+        now = self._clock.now()
+        sent_at = min(created_at, now) if created_at is not None else now
+        staff_due = sent_at + timedelta(seconds=self._config.staff_unread_delay_seconds)
         created = coalesced = 0
         async with self._storage.transaction() as conn:
-            # Staff notifications (after an unread delay) come with a later issue.
-            for recipient in sorted({r.user_id for r in recipients if r.is_client}):
+            # The sender is never notified of their own message.
+            staff = sorted({r.user_id for r in recipients if not r.is_client and r.user_id != sender_id})
+            for recipient in staff:
+                created += await self._storage.add_staff_unread_job(
+                    conn,
+                    dedupe_key=f"{event_id}:{recipient}:staff_email",
+                    event_id=event_id,
+                    practice_id=practice_id,
+                    conversation_id=conversation_id,
+                    recipient_id=recipient,
+                    seq=seq,
+                    due_at=staff_due,
+                )
+            due_now = 0
+            for recipient in sorted({r.user_id for r in recipients if r.is_client and r.user_id != sender_id}):
                 for kind, channel in _CLIENT_JOBS:
                     status = await self._storage.add_message_job(
                         conn,
@@ -79,10 +111,12 @@ class NotifyHandlers:
                     if status is not None:
                         created += 1
                         coalesced += status == "coalesced"
-            if created > coalesced:
+                        due_now += status == "pending"
+            if due_now:
                 await self._storage.wake_workers(conn)
         log.info("message notifications enqueued", extra={"fields": {
-            "event_id": event_id, "conversation_id": conversation_id, "created": created, "coalesced": coalesced}})
+            "event_id": event_id, "conversation_id": conversation_id, "created": created, "coalesced": coalesced,
+            "staff": len(staff)}})
         return created
 
     async def send_sms_reply(self, to_number: str, body: str, in_reply_to: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from urllib.parse import quote
 
 from services.notify.transports import Email, Sms
 
@@ -41,6 +42,24 @@ def message_sms(to: str, practice_name: str) -> Sms:
     return Sms(
         to=to,
         body=f"{practice_name}: you have a new secure message. Check your email to read it. Reply STOP to opt out.",
+    )
+
+
+# -- A staff member's unread message (no PHI: no message text, no client or sender name) --
+
+STAFF_UNREAD_SUBJECT = "You have an unread secure message"
+
+
+def conversation_url(public_url: str, conversation_id: str) -> str:
+    return f"{public_url}/?conversation={quote(conversation_id, safe='')}"
+
+
+def staff_unread_email(to: str, link: str) -> Email:
+    return _link_email(
+        to, STAFF_UNREAD_SUBJECT,
+        ["You have an unread secure message in Confidant."],
+        "Open the conversation", link,
+        ["For privacy, this email does not contain the message. Sign in to read it."],
     )
 
 

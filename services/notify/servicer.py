@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import grpc
 from confidant.notify.v1 import notify_service_pb2 as pb
 from confidant.notify.v1 import notify_service_pb2_grpc as pb_grpc
@@ -42,6 +44,9 @@ class NotifyServicer(pb_grpc.NotifyServiceServicer):
             practice_id=request.practice_id,
             conversation_id=request.conversation_id,
             recipients=[Recipient(r.user_id, r.is_client) for r in request.recipients],
+            sender_id=request.sender_id,
+            seq=request.seq,
+            created_at=request.created_at.ToDatetime(tzinfo=UTC) if request.HasField("created_at") else None,
         )
         return pb.EnqueueMessageNotificationsResponse(jobs_created=created)
 

@@ -6,12 +6,22 @@ interval. Jobs are claimed with ``FOR UPDATE SKIP LOCKED`` and a lease, so any
 number of notify replicas share the queue. Everything a job needs is fetched at
 send time: the email address and practice name from auth, the magic link (its
 15 minutes run from sending) and, for texts, consent asked right before sending.
+
+A staff unread email is due some minutes after its message. When it is due the
+worker first takes the (staff member, conversation) pair's email interval (or
+postpones the job until it reopens), then asks messaging whether the person has
+read the message: if so the job is cancelled; if messaging cannot answer, the
+job is retried later for as long as it takes (never sent blindly, never dropped).
+
+"Now" comes from the injected clock. A test's ManualClock runs ``drain`` each
+time it advances, so due work is done when ``advance`` returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import grpc
@@ -20,10 +30,12 @@ from confidant.auth.v1 import auth_service_pb2 as auth_pb
 from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from confidant.consent.v1 import consent_service_pb2 as consent_pb
 from confidant.consent.v1 import consent_service_pb2_grpc as consent_grpc
+from confidant.messaging.v1 import messaging_service_pb2 as messaging_pb
+from confidant.messaging.v1 import messaging_service_pb2_grpc as messaging_grpc
 
 from services.notify import render
 from services.notify.config import NotifyConfig
-from services.notify.storage import WAKE_CHANNEL, Job, NotifyStorage
+from services.notify.storage import STAFF_UNREAD, WAKE_CHANNEL, Job, NotifyStorage
 from services.notify.transports import Sms, Transport
 
 log = logging.getLogger("confidant.notify.worker")
@@ -80,6 +92,8 @@ class Deliverer:
             await self._message_sms(job)
         elif job.kind == "account_notice":
             await self._account_notice(job)
+        elif job.kind == STAFF_UNREAD:
+            await self._staff_unread_email(job)
         elif job.kind == "sms_reply":
             await self._transport.send_sms(Sms(to=job.to_address or "", body=job.body or ""))
         else:
@@ -95,12 +109,22 @@ class Deliverer:
         )
         minutes = DEFAULT_LINK_MINUTES
         if link.HasField("expires_at"):
+            # Against the wall clock, as auth minted the link: display only, not a rule of ours.
             remaining = (link.expires_at.ToDatetime(tzinfo=UTC) - datetime.now(UTC)).total_seconds()
             minutes = max(1, round(remaining / 60))
         email = render.message_email(
             user.email, practice_name, render.magic_link_url(self._config.public_url, link.token), minutes
         )
         await self._transport.send_email(email)
+
+    async def _staff_unread_email(self, job: Job) -> None:
+        user = await self._recipient(job)
+        if user.role == auth_pb.ROLE_CLIENT:
+            raise PermanentFailure("recipient is not staff")
+        if not user.email:
+            raise PermanentFailure("recipient has no email address")
+        link = render.conversation_url(self._config.public_url, job.conversation_id)
+        await self._transport.send_email(render.staff_unread_email(user.email, link))
 
     async def _account_notice(self, job: Job) -> None:
         if job.notice not in ("locked", "invitation", "password_reset"):
@@ -152,10 +176,19 @@ class Deliverer:
 
 
 class Worker:
-    def __init__(self, config: NotifyConfig, storage: NotifyStorage, deliverer: Deliverer) -> None:
+    def __init__(
+        self,
+        config: NotifyConfig,
+        storage: NotifyStorage,
+        deliverer: Deliverer,
+        messaging: messaging_grpc.MessagingServiceStub,
+    ) -> None:
         self._config = config
         self._storage = storage
         self._deliverer = deliverer
+        self._messaging = messaging
+        # One batch at a time per worker: the poll loop and a test clock's drain never overlap.
+        self._batch = asyncio.Lock()
 
     async def run(self) -> None:
         """The background loop: drain due jobs, then sleep until woken or the poll interval ends."""
@@ -169,15 +202,38 @@ class Worker:
                     pass
 
     async def run_once(self) -> int:
-        """Claim one batch of due jobs and deliver them; return how many were handled."""
-        jobs = await self._storage.claim_due_jobs(self._config.batch_size, self._config.claim_lease_seconds)
-        if jobs:
-            await asyncio.gather(*(self._handle(job) for job in jobs))
-        return len(jobs)
+        """Claim one batch of due jobs and deliver them; return how many were handled.
+
+        Staff emails of the same person and conversation are handled one after the
+        other, so the first one's email (or the read cursor it found) settles the rest.
+        """
+        async with self._batch:
+            jobs = await self._storage.claim_due_jobs(self._config.batch_size, self._config.claim_lease_seconds)
+            lanes: dict[tuple, list[Job]] = {}
+            for job in jobs:
+                key = (job.recipient_id, job.conversation_id) if job.kind == STAFF_UNREAD else (job.job_id,)
+                lanes.setdefault(key, []).append(job)
+            if lanes:
+                await asyncio.gather(*(self._handle_in_order(lane) for lane in lanes.values()))
+            return len(jobs)
+
+    async def drain(self) -> None:
+        """Handle every job due now (each handled job is finished or pushed into the future)."""
+        while await self.run_once():
+            pass
+
+    async def _handle_in_order(self, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            await self._handle(job)
 
     async def _handle(self, job: Job) -> None:
         fields = {"job_id": job.job_id, "kind": job.kind, "attempt": job.attempts + 1}
+        covers_through_seq = 0
         try:
+            if job.kind == STAFF_UNREAD:
+                covers_through_seq = await self._staff_unread_check(job, fields)
+                if covers_through_seq is None:
+                    return
             await self._deliverer.deliver(job)
         except Skip as exc:
             await self._storage.finish_job(job, "skipped", last_error=str(exc))
@@ -188,8 +244,53 @@ class Worker:
         except Exception as exc:
             await self._failed(job, exc, fields)
             return
-        await self._storage.finish_job(job, "sent")
+        await self._storage.finish_job(job, "sent", covers_through_seq=covers_through_seq)
         log.info("notification sent", extra={"fields": fields})
+
+    async def _staff_unread_check(self, job: Job, fields: dict) -> int | None:
+        """Decide a due staff email: the conversation's last seq when it should go now, else None.
+
+        None means the job was settled or postponed here: deferred to the pair's next
+        email window, cancelled because the message was read, or retried because
+        messaging did not answer.
+        """
+        outcome = await self._storage.reserve_staff_email(
+            job, self._config.staff_email_interval_seconds, self._config.claim_lease_seconds
+        )
+        if outcome != "reserved":
+            log.info("staff email deferred", extra={"fields": {**fields, "outcome": outcome}})
+            return None
+        try:
+            state = await self._messaging.GetReadState(
+                messaging_pb.GetReadStateRequest(conversation_id=job.conversation_id, user_id=job.recipient_id)
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                await self._storage.finish_job(job, "cancelled", last_error="conversation not found")
+                log.info("staff email cancelled", extra={"fields": {**fields, "reason": "conversation not found"}})
+            elif exc.code() in _PERMANENT_CODES:
+                await self._failed(job, exc, fields)
+            else:
+                # Never send without knowing it is unread, never drop: ask again later.
+                delay = self._backoff(job.attempts + 1, self._config.retry_max_seconds)
+                await self._storage.retry_job_later(job, delay, _describe(exc))
+                log.info("staff email waits for messaging", extra={"fields": {
+                    **fields, "reason": _describe(exc), "retry_in_s": delay}})
+            return None
+        # A job from before messaging reported seqs asks: is anything in the conversation unread?
+        seq = job.seq or state.last_seq
+        if not state.participant or state.read_seq >= seq:
+            reason = "read" if state.participant else "not a participant"
+            await self._storage.finish_job(
+                job, "cancelled", last_error=reason, covers_through_seq=state.read_seq if state.participant else 0
+            )
+            log.info("staff email cancelled", extra={"fields": {**fields, "reason": reason}})
+            return None
+        return max(state.last_seq, seq)
+
+    def _backoff(self, attempts: int, cap: float | None = None) -> float:
+        delay = self._config.retry_base_seconds * 2 ** min(attempts - 1, 30)
+        return min(delay, cap) if cap is not None else delay
 
     async def _failed(self, job: Job, exc: Exception, fields: dict) -> None:
         reason = _describe(exc)
@@ -201,6 +302,6 @@ class Worker:
             await self._storage.finish_job(job, "failed", last_error=reason)
             log.warning("notification failed", extra={"fields": {**fields, "reason": reason}})
             return
-        delay = self._config.retry_base_seconds * 2 ** (attempts - 1)
+        delay = self._backoff(attempts)
         await self._storage.retry_job_later(job, delay, reason)
         log.info("notification retry", extra={"fields": {**fields, "reason": reason, "retry_in_s": delay}})

@@ -52,7 +52,8 @@ async def test_an_event_delivered_twice_gives_one_neutral_email(stack, office):
     practice, client = office
     event_id, conv = unique("event"), conversation()
     recipients = [(client.user_id, True), (practice.owner.user_id, False)]
-    assert await stack.enqueue(practice.practice.practice_id, conv, recipients, event_id) == 2
+    # The client's email and text, and the owner's delayed staff email.
+    assert await stack.enqueue(practice.practice.practice_id, conv, recipients, event_id) == 3
     # messaging's outbox relays at least once: the same event again creates nothing.
     assert await stack.enqueue(practice.practice.practice_id, conv, recipients, event_id) == 0
 
@@ -72,9 +73,10 @@ async def test_an_event_delivered_twice_gives_one_neutral_email(stack, office):
     for item_text in (email.subject, email.text_body, email.html_body):
         for secret in (CANARY, "Dana", "Rivera", "Jordan", client.user_id):
             assert secret not in item_text
-    # Staff recipients get nothing from a new message yet (a later issue: after an unread delay).
+    # The staff recipient's email waits for the unread delay (tests/notify/test_staff_unread.py).
     assert await stack.notify_sql(
-        "SELECT 1 FROM notification_jobs WHERE recipient_id = %s", (practice.owner.user_id,)) == []
+        "SELECT kind, status FROM notification_jobs WHERE recipient_id = %s", (practice.owner.user_id,)
+    ) == [("staff_unread_email", "pending")]
 
 
 async def test_the_emailed_link_opens_a_messaging_session_once(stack, office):
