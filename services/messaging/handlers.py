@@ -50,6 +50,7 @@ from services.messaging.directory import Directory
 from services.messaging.events import EventHub
 from services.messaging.keyring import Keyring
 from services.messaging.storage import (
+    CLIENT_TURNED_OFF,
     AuditEntry,
     Conversation,
     Event,
@@ -172,7 +173,7 @@ def _sending_refusal(settings: PracticeSettings, conversation: Conversation) -> 
     if not settings.secure_messaging_enabled:
         return "Secure messaging is turned off for this practice."
     if not conversation.client_enabled:
-        return "Secure messaging is turned off for this client, so no one can send in this conversation."
+        return CLIENT_TURNED_OFF
     return None
 
 

@@ -20,9 +20,10 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from services.common import audit
-from services.common.errors import NotFound, Unavailable
+from services.common.errors import FailedPrecondition, NotFound, Unavailable
 from services.messaging.crypto import SealedBody
 
+CLIENT_TURNED_OFF = "Secure messaging is turned off for this client, so no one can send in this conversation."
 # The advisory lock that orders event ids (see migrations/0001_init.sql).
 EVENT_ID_LOCK = 7_146_101
 EVENTS_CHANNEL = "messaging_events"
@@ -612,13 +613,22 @@ class Storage:
                 cur = await conn.execute(
                     "UPDATE conversations SET last_seq = last_seq + 1,"
                     "   last_activity_at = greatest(last_activity_at, clock_timestamp())"
-                    " WHERE conversation_id = %s RETURNING last_seq, last_activity_at",
+                    " WHERE conversation_id = %s RETURNING last_seq, last_activity_at, client_id",
                     (new.conversation_id,),
                 )
                 row = await cur.fetchone()
                 if row is None:
                     raise NotFound("No such conversation.")
-                seq, created_at = row
+                seq, created_at, client_id = row
+                if client_id is not None:
+                    # Checked again under a share lock: a disable that commits first wins,
+                    # one that comes later waits for this send.
+                    cur = await conn.execute(
+                        "SELECT enabled FROM client_messaging WHERE client_id = %s FOR SHARE", (client_id,)
+                    )
+                    state = await cur.fetchone()
+                    if state is None or not state[0]:
+                        raise FailedPrecondition(CLIENT_TURNED_OFF)
                 await conn.execute(
                     "INSERT INTO messages (message_id, conversation_id, seq, sender_id, body_ciphertext, nonce,"
                     " key_version, body_sha256, idempotency_key, created_at)"

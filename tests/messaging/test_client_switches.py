@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
@@ -13,7 +14,7 @@ from confidant.messaging.v1 import messaging_service_pb2 as pb
 
 from services.auth.app import create_service as create_auth
 from services.auth.config import AuthConfig
-from tests.messaging.harness import MessagingHarness, Team, rpc_error
+from tests.messaging.harness import MessagingHarness, Team, eventually, rpc_error
 from tests.messaging.test_service_accounts import _account_token
 from tests.support import running, service_env
 
@@ -157,6 +158,31 @@ async def test_a_disabled_client_stays_readable_and_nobody_can_send(messaging, t
         "SELECT outcome, detail FROM audit_events WHERE action = 'client_messaging.enable' ORDER BY event_id"
     )
     assert enabled == [("enabled", {"changed": True}), ("enabled", {"changed": True})]
+
+
+async def test_a_send_racing_a_disable_never_lands_after_it(messaging, team):
+    """The switch is checked again inside the send's transaction: a disable that commits
+    while a send is on its way (past the handler's check) still refuses it."""
+    cid = (await messaging.client_conversation(team)).conversation_id
+    async with await psycopg.AsyncConnection.connect(messaging.database_url) as disabler:
+        # A disable in flight: it holds the client's row until it commits.
+        await disabler.execute(
+            "UPDATE client_messaging SET enabled = false WHERE client_id = %s", (team.client.user_id,)
+        )
+        send = asyncio.ensure_future(messaging.send(team.clinician, cid, "Are you there?"))
+
+        async def waiting_for_the_lock():
+            rows = await messaging.sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE %s", ("%client_messaging%FOR SHARE%",)
+            )
+            return rows[0][0] == 1
+
+        await eventually(waiting_for_the_lock)
+        await disabler.commit()
+    err = await rpc_error(send)
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and err.details() == OFF_FOR_CLIENT
+    assert await messaging.sql("SELECT count(*) FROM messages WHERE conversation_id = %s", (cid,)) == [(0,)]
 
 
 async def test_disable_refusals(messaging, team):
