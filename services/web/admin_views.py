@@ -19,10 +19,10 @@ from confidant.auth.v1 import auth_service_pb2 as auth_pb
 from services.web import templates
 from services.web.errors import HttpError, from_rpc_error
 from services.web.presenters import when
-from services.web.resources import BACKENDS, CONFIG
+from services.web.resources import BACKENDS
 from services.web.session import Person, role_name, staff_page
 from services.web.templates import Safe, join, render
-from services.web.views import has_unread, html, see_other
+from services.web.views import see_other, staff_layout
 
 OWNER_ONLY = "Only the practice owner can manage the team."
 AUDIT_OWNER_ONLY = "Only the practice owner can see the audit trail."
@@ -147,11 +147,7 @@ AUDIT_ROW = """<tr><td>$when</td><td><code>$action</code></td><td>$outcome</td><
 
 
 def _message(error: str = "", notice: str = "") -> Safe:
-    if error:
-        return render('<p class="error" role="alert">$e</p>', e=error)
-    if notice:
-        return render('<p class="notice" role="status">$n</p>', n=notice)
-    return Safe("")
+    return templates.message_box(error, notice)
 
 
 def _role_options(selected: str) -> Safe:
@@ -175,18 +171,7 @@ def _member(member: auth_pb.StaffMember) -> Safe:
 
 
 async def _layout(request: web.Request, person: Person, title: str, content: Safe, status: int = 200) -> web.Response:
-    backends = request.app[BACKENDS]
-    practice, unread = await asyncio.gather(
-        backends.auth.GetPractice(auth_pb.GetPracticeRequest(practice_id=person.user.practice_id),
-                                  metadata=person.metadata),
-        has_unread(request, person),
-    )
-    name = practice.practice.name
-    body = templates.staff_page(title=f"{title} — {name}", practice=name, person_name=person.user.display_name,
-                                user_id=person.user_id, unread=unread,
-                                max_length=request.app[CONFIG].staff_message_max_length, content=content,
-                                owner=person.role == "owner")
-    return html(body, status)
+    return await staff_layout(request, person, title, content, status)
 
 
 async def _staff(request: web.Request, person: Person) -> list[auth_pb.StaffMember]:

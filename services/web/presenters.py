@@ -92,6 +92,32 @@ def conversation_json(conversation: msg_pb.Conversation, users: dict[str, auth_p
         "last_activity_at": iso(conversation.last_activity_at),
         "last_seq": conversation.last_seq,
         "unread_count": conversation.unread_count,
+        "preview": conversation.preview,
+        "last_sender_id": conversation.last_sender_id,
+        "last_sender_name": preview_sender(conversation, users, person),
+        "archived": conversation.archived,
+        "can_send": conversation.can_send,
+    }
+
+
+def preview_sender(conversation: msg_pb.Conversation, users: dict[str, auth_pb.User], person: Person) -> str:
+    """Who wrote the previewed message, as the list says it ("You", a name, or nothing)."""
+    sender = conversation.last_sender_id
+    if not sender or not conversation.preview:
+        return ""
+    if sender == person.user_id:
+        return "You"
+    name = display_name(users, sender)
+    return "" if name == UNKNOWN_NAME else name
+
+
+def client_json(user: auth_pb.User) -> dict:
+    """A client in the Clients list (staff only: the email is the practice's record)."""
+    return {
+        "user_id": user.user_id,
+        "display_name": user.display_name,
+        "email": user.email,
+        "has_password": user.has_password,
     }
 
 

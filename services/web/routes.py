@@ -6,7 +6,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from services.web import admin_views, api, credential_views, devmailbox, events, security_views, views
+from services.web import (
+    admin_views,
+    api,
+    client_views,
+    credential_views,
+    devmailbox,
+    events,
+    security_views,
+    views,
+)
 from services.web.config import WebConfig
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -37,6 +46,14 @@ def setup_routes(app: web.Application, config: WebConfig) -> None:
     r.add_get("/account/team/{user_id}/deactivate", admin_views.deactivate_confirm)
     r.add_post("/account/team/{user_id}/deactivate", admin_views.deactivate)
     r.add_get("/account/audit", admin_views.audit_page)
+    # The practice's clients (Clients, Client Info) and its messaging settings.
+    r.add_get("/clients", client_views.clients_page)
+    r.add_post("/clients", client_views.add_client)
+    r.add_get("/clients/{client_id}", client_views.client_page)
+    r.add_post("/clients/{client_id}", client_views.save_client)
+    r.add_post("/clients/{client_id}/secure-messaging", client_views.client_secure_messaging)
+    r.add_get("/settings", client_views.settings_page)
+    r.add_post("/settings", client_views.save_settings)
 
     r.add_get("/m/{token}", views.magic_link_landing)
     r.add_post("/m/{token}", views.magic_link_redeem)
@@ -61,9 +78,12 @@ def setup_routes(app: web.Application, config: WebConfig) -> None:
     r.add_get("/api/conversations/{conversation_id}/messages", api.list_messages)
     r.add_post("/api/conversations/{conversation_id}/messages", api.send_message)
     r.add_post("/api/conversations/{conversation_id}/read", api.mark_read)
+    r.add_post("/api/conversations/{conversation_id}/archive", api.archive_conversation)
     r.add_get("/api/unread", api.unread)
     r.add_get("/api/directory", api.directory)
     r.add_get("/api/recent-contacts", api.recent_contacts)
+    r.add_get("/api/clients", api.list_clients)
+    r.add_post("/api/clients", api.create_client)
     r.add_get("/api/clients/{client_id}/secure-messaging", api.client_messaging)
     r.add_post("/api/clients/{client_id}/secure-messaging", api.client_messaging)
     r.add_get("/api/events", events.stream_events)

@@ -47,6 +47,15 @@ def attributes(attrs: Mapping[str, object]) -> Safe:
     return Safe(" ".join(out))
 
 
+def message_box(error: str = "", notice: str = "") -> Safe:
+    """The result of a form: an error (role=alert) or a notice (role=status), or nothing."""
+    if error:
+        return render('<p class="error" role="alert">$e</p>', e=error)
+    if notice:
+        return render('<p class="notice" role="status">$n</p>', n=notice)
+    return Safe("")
+
+
 def hidden_unless(flag: bool) -> Safe:
     return Safe("") if flag else Safe("hidden")
 
@@ -148,18 +157,27 @@ $account_links
 </div>
 </header>"""
 
-STAFF_SECURITY_LINK = """<a class="quiet" href="/account/security">Security</a>"""
-
-# The practice owner's links: inline on wide screens, in a menu on phones (no script needed).
-OWNER_LINKS = """<a class="quiet wide-only" href="/account/team">Team</a>
-<a class="quiet wide-only" href="/account/security">Security</a>
-<details class="menu narrow-only"><summary>Menu</summary>
+# The top bar's links: inline on wide screens, in a menu on phones (no script needed).
+# Every staff member has Clients and Security; the practice owner also Team, Settings and the Audit trail.
+NAV_LINK = """<a class="quiet wide-only" href="$href">$label</a>"""
+MENU = """<details class="menu narrow-only"><summary>Menu</summary>
 <ul class="menu-items">
-<li><a href="/account/team">Team</a></li>
-<li><a href="/account/audit">Audit trail</a></li>
-<li><a href="/account/security">Security</a></li>
+$items
 </ul>
 </details>"""
+
+
+def staff_links(owner: bool) -> Safe:
+    inline = [("/clients", "Clients")]
+    menu = [("/clients", "Clients")]
+    if owner:
+        inline += [("/account/team", "Team"), ("/settings", "Settings")]
+        menu += [("/account/team", "Team"), ("/account/audit", "Audit trail"), ("/settings", "Settings")]
+    inline.append(("/account/security", "Security"))
+    menu.append(("/account/security", "Security"))
+    items = join(render('<li><a href="$href">$label</a></li>', href=href, label=label) for href, label in menu)
+    return join([*(render(NAV_LINK, href=href, label=label) for href, label in inline), render(MENU, items=items)])
+
 
 SECURE_MESSAGES_PANEL = """<aside id="sm-panel" class="panel" aria-labelledby="sm-title" hidden>
 <div class="panel-head">
@@ -170,8 +188,16 @@ SECURE_MESSAGES_PANEL = """<aside id="sm-panel" class="panel" aria-labelledby="s
 </div>
 <p class="error" role="alert" data-role="panel-error" hidden></p>
 <section data-view="list">
+<div class="list-actions"><button type="button" class="link" data-action="archived">Archived</button></div>
 <p class="empty" data-role="empty" hidden>No conversations yet. Start one with New Message.</p>
-<ul class="people" data-role="conversations"></ul>
+<ul class="people conversations" data-role="conversations" aria-label="Conversations"></ul>
+<button type="button" class="more" data-action="more" hidden>Load more</button>
+</section>
+<section data-view="archived" hidden>
+<h3 id="sm-archived-title">Archived</h3>
+<p class="empty" data-role="archived-empty" hidden>No archived conversations.</p>
+<ul class="people conversations" data-role="archived" aria-labelledby="sm-archived-title"></ul>
+<button type="button" class="more" data-action="more-archived" hidden>Load more</button>
 </section>
 <section data-view="new" hidden>
 <input type="search" data-role="search" aria-label="Search" placeholder="Search clients and team members" autocomplete="off">
@@ -193,6 +219,10 @@ SECURE_MESSAGES_PANEL = """<aside id="sm-panel" class="panel" aria-labelledby="s
 <section data-view="thread" class="thread" hidden>
 <h3 data-role="thread-title"></h3>
 <ol class="messages" data-role="messages" aria-label="Messages" aria-live="polite"></ol>
+<div class="cannot-send" data-role="cannot-send" hidden>
+<p data-role="cannot-send-text"></p>
+<button type="button" class="primary" data-action="enable-here" hidden>Enable Secure Messaging</button>
+</div>
 $composer
 </section>
 </aside>"""
@@ -200,11 +230,13 @@ $composer
 COMPOSER = """<form class="composer" data-role="composer" method="post" action="$action">
 <input type="hidden" name="idempotency_key" value="$idempotency_key">
 <label for="$field_id">Message</label>
-<textarea id="$field_id" name="body" rows="3" data-max-length="$max_length"></textarea>
+<textarea id="$field_id" name="body" rows="3" data-max-length="$max_length"
+ aria-describedby="$field_id-counter $field_id-limit"></textarea>
 <div class="composer-foot">
-<span class="counter" data-role="counter">0 / $max_length</span>
+<span class="counter" id="$field_id-counter" data-role="counter">0 / $max_length</span>
 <button type="submit" class="primary">Send</button>
 </div>
+<p class="limit" id="$field_id-limit" role="status" data-role="limit" hidden></p>
 <p class="error" role="alert" data-role="composer-error" hidden></p>
 </form>"""
 
@@ -224,7 +256,7 @@ def staff_page(*, title: str, practice: str, person_name: str, user_id: str, unr
                content: Safe, owner: bool = False) -> Safe:
     body = join([
         render(STAFF_TOPBAR, practice=practice, name=person_name, dot_hidden=hidden_unless(unread),
-               account_links=Safe(OWNER_LINKS if owner else STAFF_SECURITY_LINK)),
+               account_links=staff_links(owner)),
         render(SECURE_MESSAGES_PANEL, composer=composer(max_length=max_length)),
         content,
     ])
@@ -273,8 +305,15 @@ PORTAL_HOME = """<main class="content">
 $body
 </main>"""
 
-PORTAL_ITEM = """<li><a class="person" href="/portal/conversations/$cid"><span class="name">$names</span>$badge
-<span class="muted small">$when</span></a></li>"""
+PORTAL_ITEM = """<li><a class="person" href="/portal/conversations/$cid"><span class="summary"><span class="name">$names</span>
+<span class="preview">$preview</span></span>$badge
+<span class="secondary">$when</span></a></li>"""
+
+PORTAL_LIST = """<p class="empty" data-role="empty" $empty_hidden>No messages yet. Your practice will message you here.</p>
+<ul class="people" data-role="conversations" aria-label="Conversations">$items</ul>"""
+
+CANNOT_SEND = """<p class="notice" role="status" data-role="cannot-send">$text</p>"""
+CLIENT_CANNOT_SEND = "Secure messaging is turned off for this conversation, so replies cannot be sent here."
 
 PORTAL_THREAD = """<main class="content thread">
 <p><a href="/portal">All conversations</a></p>
@@ -305,29 +344,30 @@ def portal_page(*, title: str, unread: bool, user_id: str, content: Safe, conver
     return page(title, body, page="portal", user_id=user_id, conversation_id=conversation_id or None)
 
 
+def preview_text(sender: str, preview: str) -> str:
+    return f"{sender}: {preview}" if sender and preview else preview
+
+
 def portal_home(*, conversations: list[dict], unread: bool, user_id: str) -> Safe:
-    if conversations:
-        items = join(
-            render(PORTAL_ITEM, cid=c["conversation_id"], names=c["title"], badge=unread_badge(c["unread_count"]),
-                   when=when(c["last_activity"]))
-            for c in conversations
-        )
-        body = render('<ul class="people">$items</ul>', items=items)
-    else:
-        body = Safe('<p class="empty">No messages yet. Your practice will message you here.</p>')
+    """The client's conversations; the page's script keeps the list (and its unread counts) live."""
+    items = join(
+        render(PORTAL_ITEM, cid=c["conversation_id"], names=c["title"], badge=unread_badge(c["unread_count"]),
+               when=when(c["last_activity"]), preview=preview_text(c.get("sender", ""), c.get("preview", "")))
+        for c in conversations
+    )
+    body = render(PORTAL_LIST, items=items, empty_hidden=Safe("hidden") if conversations else Safe(""))
     return portal_page(title="Client Portal — Secure Messages", unread=unread, user_id=user_id,
                        content=render(PORTAL_HOME, body=body))
 
 
 def portal_thread(*, conversation_id: str, title: str, messages: list[Safe], unread: bool, user_id: str,
-                  max_length: int, idempotency_key: str) -> Safe:
-    content = render(
-        PORTAL_THREAD,
-        title=title,
-        messages=join(messages),
-        composer=composer(max_length=max_length, action=f"/portal/conversations/{conversation_id}/messages",
-                          idempotency_key=idempotency_key),
-    )
+                  max_length: int, idempotency_key: str, can_send: bool = True) -> Safe:
+    if can_send:
+        writer = composer(max_length=max_length, action=f"/portal/conversations/{conversation_id}/messages",
+                          idempotency_key=idempotency_key)
+    else:
+        writer = render(CANNOT_SEND, text=CLIENT_CANNOT_SEND)
+    content = render(PORTAL_THREAD, title=title, messages=join(messages), composer=writer)
     return portal_page(title="Client Portal — Secure Messages", unread=unread, user_id=user_id,
                        content=content, conversation_id=conversation_id)
 

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2
 
 from services.web import templates
 from services.web.errors import from_rpc_error
-from services.web.presenters import conversation_title, message_json, users_by_id, when
+from services.web.presenters import conversation_title, message_json, preview_sender, users_by_id, when
 from services.web.resources import BACKENDS, CONFIG
 from services.web.session import (
     SESSION_ENDED_MESSAGE,
@@ -166,6 +166,24 @@ async def has_unread(request: web.Request, person: Person) -> bool:
     return summary.unread_messages > 0
 
 
+async def staff_layout(request: web.Request, person: Person, title: str, content: templates.Safe,
+                       status: int = 200) -> web.Response:
+    """A staff page: the top bar (with the unread dot as it is now), the Secure Messages panel, ``content``."""
+    backends = request.app[BACKENDS]
+    practice, unread = await asyncio.gather(
+        backends.auth.GetPractice(
+            auth_pb.GetPracticeRequest(practice_id=person.user.practice_id), metadata=person.metadata
+        ),
+        has_unread(request, person),
+    )
+    name = practice.practice.name
+    body = templates.staff_page(title=f"{title} — {name}", practice=name, person_name=person.user.display_name,
+                                user_id=person.user_id, unread=unread,
+                                max_length=request.app[CONFIG].staff_message_max_length, content=content,
+                                owner=person.role == "owner")
+    return html(body, status)
+
+
 @staff_page
 async def staff_home(request: web.Request, person: Person) -> web.Response:
     backends = request.app[BACKENDS]
@@ -256,6 +274,10 @@ async def portal_home(request: web.Request, person: Person) -> web.Response:
             "title": conversation_title(c, users, person),
             "unread_count": c.unread_count,
             "last_activity": when(c.last_activity_at),
+            "preview": c.preview,
+            # Who wrote it, when that is not already the title.
+            "sender": preview_sender(c, users, person)
+            if c.last_sender_id == person.user_id or len(c.participants) > 2 else "",
         }
         for c in conversations
     ]
@@ -301,6 +323,7 @@ async def portal_conversation(request: web.Request, person: Person) -> web.Respo
             user_id=person.user_id,
             max_length=request.app[CONFIG].client_message_max_length,
             idempotency_key=str(uuid.uuid4()),
+            can_send=conversation.can_send,
         )
     )
 

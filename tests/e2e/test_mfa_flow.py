@@ -55,6 +55,8 @@ async def test_the_owner_requires_two_step_verification_and_sam_enrols_at_sign_i
     assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     await page.get_by_role("link", name="Continue").click()
     await expect(page.get_by_role("button", name="Secure Messages")).to_be_visible()
+    # On a phone the top bar's links (Clients, Security) are in its menu.
+    await page.get_by_text("Menu", exact=True).click()
     await page.get_by_role("link", name="Security").click()
     await expect(page.get_by_text("Two-step verification is on. 10 recovery codes left.")).to_be_visible()
     await expect(page.get_by_text("Your practice requires two-step verification for all staff.")).to_be_visible()

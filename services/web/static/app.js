@@ -62,9 +62,11 @@
   }
 
   // background: the person did not ask for this (it must not keep an idle session alive).
-  function api(method, url, data, background) {
+  // signal: an AbortSignal, so that a newer search cancels the request of an older one.
+  function api(method, url, data, background, signal) {
     var options = { method: method, headers: { Accept: "application/json" }, credentials: "same-origin" };
     if (background) options.headers["X-Confidant-Background"] = "1";
+    if (signal) options.signal = signal;
     if (data !== undefined) {
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(data);
@@ -81,6 +83,31 @@
       },
       function () { throw new ApiError(0, "The connection failed. Please check your network and try again."); }
     );
+  }
+
+  function formatCount(n) { return Number(n).toLocaleString("en-US"); }
+
+  // One request at a time for a search box: a newer one aborts the older (whose answer is stale).
+  function Latest() { this.seq = 0; this.controller = null; }
+  Latest.prototype.next = function () {
+    if (this.controller) this.controller.abort();
+    this.controller = typeof AbortController === "function" ? new AbortController() : null;
+    this.seq += 1;
+    return { seq: this.seq, signal: this.controller ? this.controller.signal : undefined };
+  };
+  Latest.prototype.current = function (ticket) { return ticket.seq === this.seq; };
+
+  function unreadBadge(count) {
+    var badge = el("span", "badge", String(count));
+    badge.appendChild(el("span", "visually-hidden", " unread"));
+    return badge;
+  }
+
+  // The last message's start; who wrote it is said when it was you or in a group (else the title says it).
+  function previewText(c) {
+    if (!c.preview) return "";
+    var say = c.last_sender_name && (c.last_sender_id === body.dataset.userId || (c.participants || []).length > 2);
+    return say ? c.last_sender_name + ": " + c.preview : c.preview;
   }
 
   function showError(node, message) {
@@ -106,18 +133,21 @@
   function Thread(root, options) {
     this.list = $("[data-role=messages]", root);
     this.form = $("[data-role=composer]", root);
-    this.textarea = $("textarea", this.form);
-    this.counter = $("[data-role=counter]", this.form);
-    this.error = $("[data-role=composer-error]", this.form);
-    this.sendButton = $("button[type=submit]", this.form);
-    this.maxLength = parseInt(this.textarea.dataset.maxLength, 10) || 5000;
     this.onChange = options.onChange || function () {};
     this.conversationId = null;
     this.lastSeq = 0;
     this.readSeq = 0;
     this.ids = {};
     this.pendingKey = null;
+    this.sending = false;
     this.chain = Promise.resolve();
+    if (!this.form) return; // read only: nobody can send here now
+    this.textarea = $("textarea", this.form);
+    this.counter = $("[data-role=counter]", this.form);
+    this.limit = $("[data-role=limit]", this.form);
+    this.error = $("[data-role=composer-error]", this.form);
+    this.sendButton = $("button[type=submit]", this.form);
+    this.maxLength = parseInt(this.textarea.dataset.maxLength, 10) || 5000;
     var self = this;
     this.textarea.addEventListener("input", function () { self.updateCounter(); });
     this.textarea.addEventListener("keydown", function (e) {
@@ -127,10 +157,30 @@
     this.updateCounter();
   }
 
+  // What the message box says about the limit: nothing, "reached", or "over" (then Send is refused).
+  Thread.prototype.limitMessage = function (n) {
+    var over = n - this.maxLength;
+    if (over > 0) {
+      return "This message is " + formatCount(over) + (over === 1 ? " character" : " characters") +
+        " over the limit of " + formatCount(this.maxLength) + " characters. Shorten it to send.";
+    }
+    if (over === 0) return "You have reached the limit of " + formatCount(this.maxLength) + " characters.";
+    return "";
+  };
+
   Thread.prototype.updateCounter = function () {
+    if (!this.textarea) return;
     var n = textLength(this.textarea.value);
+    var over = n > this.maxLength;
     this.counter.textContent = n + " / " + this.maxLength;
-    this.counter.classList.toggle("over", n > this.maxLength);
+    this.counter.classList.toggle("over", over);
+    var note = this.limitMessage(n);
+    if (this.limit && this.limit.textContent !== note) this.limit.textContent = note;
+    if (this.limit) {
+      this.limit.hidden = !note;
+      this.limit.classList.toggle("over", over);
+    }
+    this.sendButton.disabled = this.sending || over;
   };
 
   // Adopt messages already on the page (the portal renders them server-side).
@@ -153,9 +203,11 @@
     this.ids = {};
     this.pendingKey = null;
     this.list.textContent = "";
-    this.textarea.value = "";
-    showError(this.error, "");
-    this.updateCounter();
+    if (this.textarea) {
+      this.textarea.value = "";
+      showError(this.error, "");
+      this.updateCounter();
+    }
     return this.loadNew();
   };
 
@@ -210,7 +262,7 @@
       return api("GET", url).then(function (r) {
         if (cid === self.conversationId) self.append(r.messages || []);
       });
-    }).catch(function (e) { showError(self.error, e.message); });
+    }).catch(function (e) { if (self.error) showError(self.error, e.message); });
     return this.chain;
   };
 
@@ -230,10 +282,14 @@
   Thread.prototype.send = function () {
     var self = this;
     var cid = this.conversationId;
+    if (!this.textarea || !cid || this.sending) return;
     var text = this.textarea.value;
-    if (!cid || this.sending) return;
     if (!text.trim()) {
       showError(this.error, "Write a message first.");
+      return;
+    }
+    if (textLength(text) > this.maxLength) {
+      showError(this.error, this.limitMessage(textLength(text)));
       return;
     }
     // One key per composed message, reused if the send is retried.
@@ -258,7 +314,7 @@
       showError(self.error, e.message);
     }).then(function () {
       self.sending = false;
-      self.sendButton.disabled = false;
+      self.updateCounter();
     });
   };
 
@@ -296,6 +352,88 @@
     connect();
   }
 
+  // ---------------------------------------------------------------- a list of conversations, a page at a time
+
+  // The conversations of one view (the inbox or the archived ones), newest activity first.
+  function ConversationList(options) {
+    this.list = options.list;
+    this.empty = options.empty;
+    this.more = options.more;
+    this.archived = options.archived;
+    this.onOpen = options.onOpen;
+    this.onArchive = options.onArchive;
+    this.onError = options.onError;
+    this.token = "";
+    this.seq = 0;
+    var self = this;
+    if (this.more) this.more.addEventListener("click", function () { self.load(false); });
+  }
+
+  ConversationList.prototype.item = function (c) {
+    var li = el("li", "conversation");
+    li.dataset.conversationId = c.conversation_id;
+    var open = el("button", "person");
+    open.type = "button";
+    open.dataset.conversationId = c.conversation_id;
+    var summary = el("span", "summary");
+    summary.appendChild(el("span", "name", c.title));
+    var preview = previewText(c);
+    if (preview) summary.appendChild(el("span", "preview", preview));
+    open.appendChild(summary);
+    var side = el("span", "side");
+    if (c.unread_count > 0) side.appendChild(unreadBadge(c.unread_count));
+    if (c.last_activity_at) side.appendChild(el("span", "secondary", formatTime(c.last_activity_at)));
+    open.appendChild(side);
+    var self = this;
+    open.addEventListener("click", function () { self.onOpen(c); });
+    li.appendChild(open);
+    if (this.onArchive) {
+      var verb = this.archived ? "Unarchive" : "Archive";
+      var action = el("button", "quiet archive", verb);
+      action.type = "button";
+      action.setAttribute("aria-label", verb + " conversation with " + c.title);
+      action.addEventListener("click", function () { self.onArchive(c, !self.archived, li); });
+      li.appendChild(action);
+    }
+    return li;
+  };
+
+  // reset: the first page again (after a change); otherwise the next page ("Load more").
+  ConversationList.prototype.load = function (reset, background) {
+    var self = this;
+    var mine = ++this.seq;
+    var url = "/api/conversations?archived=" + (this.archived ? "1" : "0");
+    if (!reset && this.token) url += "&page_token=" + encodeURIComponent(this.token);
+    if (this.more) this.more.disabled = true;
+    return api("GET", url, undefined, background).then(function (r) {
+      if (mine !== self.seq) return;
+      var items = (r && r.conversations) || [];
+      if (reset) self.list.textContent = "";
+      items.forEach(function (c) {
+        var old = $("li[data-conversation-id='" + c.conversation_id + "']", self.list);
+        if (old) old.remove();
+        self.list.appendChild(self.item(c));
+      });
+      self.token = (r && r.next_page_token) || "";
+      self.more.hidden = !self.token;
+      self.empty.hidden = self.list.children.length > 0;
+    }, function (e) { if (mine === self.seq) self.onError(e.message); }).then(function () {
+      if (self.more) self.more.disabled = false;
+    });
+  };
+
+  ConversationList.prototype.clear = function () {
+    this.seq += 1; // an answer still on its way is for a list no longer shown
+    this.list.textContent = "";
+    this.token = "";
+    this.more.hidden = true;
+  };
+
+  ConversationList.prototype.remove = function (li) {
+    if (li.parentNode) li.parentNode.removeChild(li);
+    this.empty.hidden = this.list.children.length > 0;
+  };
+
   // ---------------------------------------------------------------- staff: the Secure Messages panel
 
   function staffPanel() {
@@ -306,8 +444,6 @@
     $$("section[data-view]", panel).forEach(function (s) { views[s.dataset.view] = s; });
     var backButton = $("[data-action=back]", panel);
     var panelError = $("[data-role=panel-error]", panel);
-    var conversationsList = $("[data-role=conversations]", panel);
-    var emptyText = $("[data-role=empty]", panel);
     var search = $("[data-role=search]", panel);
     var recentBlock = $("[data-role=recent-block]", panel);
     var recentList = $("[data-role=recent]", panel);
@@ -317,13 +453,29 @@
     var resultsEmpty = $("[data-role=results-empty]", panel);
     var enableText = $("[data-role=enable-text]", panel);
     var threadTitle = $("[data-role=thread-title]", panel);
+    var cannotSend = $("[data-role=cannot-send]", panel);
+    var cannotSendText = $("[data-role=cannot-send-text]", panel);
+    var enableHere = $("[data-action=enable-here]", panel);
     var current = null;
     var enabling = null;
-    var listSeq = 0;
-    var searchSeq = 0;
+    var openConversation = null;
+    var searching = new Latest();
     var searchTimer = null;
 
     var thread = new Thread(views.thread, { onChange: refreshUnread });
+
+    function panelFailed(message) { showError(panelError, message); }
+
+    var inbox = new ConversationList({
+      list: $("[data-role=conversations]", panel), empty: $("[data-role=empty]", panel),
+      more: $("[data-action=more]", panel), archived: false,
+      onOpen: openThread, onArchive: setArchived, onError: panelFailed,
+    });
+    var archive = new ConversationList({
+      list: $("[data-role=archived]", panel), empty: $("[data-role=archived-empty]", panel),
+      more: $("[data-action=more-archived]", panel), archived: true,
+      onOpen: openThread, onArchive: setArchived, onError: panelFailed,
+    });
 
     function isOpen() { return !panel.hidden; }
 
@@ -332,7 +484,14 @@
       Object.keys(views).forEach(function (name) { views[name].hidden = name !== view; });
       backButton.hidden = view === "list";
       showError(panelError, "");
-      if (view !== "thread") thread.close();
+      if (view !== "thread") {
+        thread.close();
+        openConversation = null;
+      } else {
+        // Previews repeat message text: while a thread is open, no hidden copy of it stays in the page.
+        inbox.clear();
+        archive.clear();
+      }
     }
 
     function openPanel() {
@@ -346,6 +505,7 @@
       panel.hidden = true;
       toggle.setAttribute("aria-expanded", "false");
       current = null;
+      openConversation = null;
       thread.close();
       refreshUnread();
     }
@@ -356,55 +516,43 @@
       button.type = "button";
       button.setAttribute("aria-label", user.display_name);
       button.appendChild(el("span", "name", user.display_name));
-      if (user.role_label) {
-        var secondary = el("span", "secondary", user.role_label);
+      var label = user.role_label || "";
+      if (user.recent && label) label += " · recent";
+      if (label) {
+        var secondary = el("span", "secondary", label);
         secondary.setAttribute("aria-hidden", "true");
         button.appendChild(secondary);
-        button.setAttribute("aria-description", user.role_label);
+        button.setAttribute("aria-description", label);
       }
       button.addEventListener("click", function () { onChoose(user); });
       li.appendChild(button);
       return li;
     }
 
-    function conversationButton(c) {
-      var li = el("li");
-      var button = el("button", "person");
-      button.type = "button";
-      button.dataset.conversationId = c.conversation_id;
-      button.appendChild(el("span", "name", c.title));
-      if (c.last_activity_at) button.appendChild(el("span", "secondary", formatTime(c.last_activity_at)));
-      if (c.unread_count > 0) {
-        var badge = el("span", "badge", String(c.unread_count));
-        badge.appendChild(el("span", "visually-hidden", " unread"));
-        button.appendChild(badge);
-      }
-      button.addEventListener("click", function () { openThread(c); });
-      li.appendChild(button);
-      return li;
-    }
-
-    function loadConversations() {
-      var mine = ++listSeq;
-      return api("GET", "/api/conversations").then(function (r) {
-        if (mine !== listSeq) return;
-        var items = (r && r.conversations) || [];
-        conversationsList.textContent = "";
-        items.forEach(function (c) { conversationsList.appendChild(conversationButton(c)); });
-        emptyText.hidden = items.length > 0;
-      }, function (e) { showError(panelError, e.message); });
-    }
-
     function showList() {
       show("list");
       // Whatever was listed before stays until the fresh list arrives; an old empty state does not.
-      emptyText.hidden = true;
-      return loadConversations();
+      inbox.empty.hidden = true;
+      return inbox.load(true);
+    }
+
+    function showArchived() {
+      show("archived");
+      archive.empty.hidden = true;
+      return archive.load(true);
+    }
+
+    function setArchived(c, archived, li) {
+      return api("POST", "/api/conversations/" + encodeURIComponent(c.conversation_id) + "/archive",
+        { archived: archived }).then(function () {
+        (archived ? inbox : archive).remove(li);
+      }, function (e) { panelFailed(e.message); });
     }
 
     function showNew() {
       show("new");
       search.value = "";
+      searching.next();
       resultsBlock.hidden = true;
       recentBlock.hidden = false;
       search.focus();
@@ -413,26 +561,27 @@
         recentList.textContent = "";
         users.forEach(function (u) { recentList.appendChild(personButton(u, choosePerson)); });
         recentEmpty.hidden = users.length > 0;
-      }, function (e) { showError(panelError, e.message); });
+      }, function (e) { panelFailed(e.message); });
     }
 
+    // Answers while the person types: each keystroke cancels the request before it.
     function runSearch() {
       var q = search.value.trim();
-      var mine = ++searchSeq;
+      var ticket = searching.next();
       if (!q) {
         resultsBlock.hidden = true;
         recentBlock.hidden = false;
         return;
       }
-      api("GET", "/api/directory?q=" + encodeURIComponent(q)).then(function (r) {
-        if (mine !== searchSeq) return;
+      api("GET", "/api/directory?q=" + encodeURIComponent(q), undefined, false, ticket.signal).then(function (r) {
+        if (!searching.current(ticket)) return;
         var users = (r && r.users) || [];
         resultsList.textContent = "";
         users.forEach(function (u) { resultsList.appendChild(personButton(u, choosePerson)); });
         resultsEmpty.hidden = users.length > 0;
         recentBlock.hidden = true;
         resultsBlock.hidden = false;
-      }, function (e) { if (mine === searchSeq) showError(panelError, e.message); });
+      }, function (e) { if (searching.current(ticket)) panelFailed(e.message); });
     }
 
     function choosePerson(user) {
@@ -448,7 +597,7 @@
           return;
         }
         return startConversation(user);
-      }).catch(function (e) { showError(panelError, e.message); });
+      }).catch(function (e) { panelFailed(e.message); });
     }
 
     function startConversation(user) {
@@ -457,11 +606,30 @@
       });
     }
 
+    function clientName(c) {
+      var client = (c.participants || []).filter(function (p) { return p.user_id === c.client_id; })[0];
+      return client ? client.display_name : "this client";
+    }
+
+    // A thread where nobody can send now: say why, and offer to enable a client right here.
+    function showSendState(c) {
+      var blocked = c.can_send === false;
+      thread.form.hidden = blocked;
+      cannotSend.hidden = !blocked;
+      enableHere.hidden = !(blocked && c.client_id);
+      if (!blocked) return;
+      cannotSendText.textContent = c.client_id
+        ? "Secure messaging is not enabled for " + clientName(c) + ". Enable it to write to them."
+        : "Team messaging is turned off for this practice.";
+    }
+
     function openThread(c) {
       show("thread");
+      openConversation = c;
       threadTitle.textContent = c.title;
+      showSendState(c);
       return thread.open(c.conversation_id).then(function () {
-        thread.textarea.focus();
+        if (!thread.form.hidden) thread.textarea.focus();
         return thread.markRead();
       }).then(refreshUnread);
     }
@@ -470,9 +638,16 @@
       return isOpen() && current === "thread" && thread.conversationId === conversationId;
     }
 
+    function refreshLists(background) {
+      if (!isOpen()) return;
+      if (current === "list") inbox.load(true, background);
+      else if (current === "archived") archive.load(true, background);
+    }
+
     toggle.addEventListener("click", function () { if (isOpen()) closePanel(); else openPanel(); });
     $("[data-action=close]", panel).addEventListener("click", function () { closePanel(); toggle.focus(); });
     $("[data-action=new-message]", panel).addEventListener("click", showNew);
+    $("[data-action=archived]", panel).addEventListener("click", showArchived);
     backButton.addEventListener("click", function () {
       if (current === "enable") showNew(); else showList();
     });
@@ -481,10 +656,26 @@
       if (!user) return;
       var button = e.currentTarget;
       button.disabled = true;
-      api("POST", "/api/clients/" + encodeURIComponent(user.user_id) + "/secure-messaging").then(function (s) {
-        if (!s.enabled) throw new ApiError(409, "Secure messaging could not be enabled. Please try again.");
-        return startConversation(user);
-      }).catch(function (err) { showError(panelError, err.message); }).then(function () { button.disabled = false; });
+      api("POST", "/api/clients/" + encodeURIComponent(user.user_id) + "/secure-messaging", { enabled: true })
+        .then(function (s) {
+          if (!s.enabled) throw new ApiError(409, "Secure messaging could not be enabled. Please try again.");
+          return startConversation(user);
+        }).catch(function (err) { panelFailed(err.message); }).then(function () { button.disabled = false; });
+    });
+    enableHere.addEventListener("click", function () {
+      var c = openConversation;
+      if (!c || !c.client_id) return;
+      enableHere.disabled = true;
+      showError(panelError, "");
+      api("POST", "/api/clients/" + encodeURIComponent(c.client_id) + "/secure-messaging", { enabled: true })
+        .then(function () {
+          return api("GET", "/api/conversations/" + encodeURIComponent(c.conversation_id));
+        }).then(function (r) {
+          if (openConversation !== c) return;
+          openConversation = r.conversation;
+          showSendState(r.conversation);
+          if (!thread.form.hidden) thread.textarea.focus();
+        }).catch(function (err) { panelFailed(err.message); }).then(function () { enableHere.disabled = false; });
     });
     search.addEventListener("input", function () {
       clearTimeout(searchTimer);
@@ -503,29 +694,126 @@
       if (data && threadOnScreen(data.conversation_id)) {
         return thread.loadNew().then(function () { return thread.markRead(); }).then(refreshUnread);
       }
-      if (isOpen() && current === "list") loadConversations();
+      // A new message also brings an archived conversation back (the server does that): list again.
+      refreshLists(true);
       return refreshUnread();
+    }
+
+    // The staff email's link (/?conversation=<id>) opens that conversation.
+    var linked = new URLSearchParams(window.location.search).get("conversation");
+    if (linked) {
+      openPanel();
+      api("GET", "/api/conversations/" + encodeURIComponent(linked)).then(function (r) {
+        return openThread(r.conversation);
+      }).catch(function (e) { panelFailed(e.message); });
     }
 
     liveUpdates({
       open: function () { somethingChanged(null); if (isOpen() && current === "thread") thread.loadNew(); },
       message_created: somethingChanged,
-      read_updated: function () {
-        if (isOpen() && current === "list") loadConversations();
-        refreshUnread();
-      },
-      conversation_created: function () { if (isOpen() && current === "list") loadConversations(); },
+      read_updated: function () { refreshLists(true); refreshUnread(); },
+      conversation_created: function () { refreshLists(true); },
     });
   }
 
+  // ---------------------------------------------------------------- staff: the Clients list
+
+  // Search as you type and "Load more", over /api/clients; without the script the forms still work.
+  function clientsPage() {
+    var form = $("[data-role=client-search]");
+    if (!form) return;
+    var input = $("input[name=q]", form);
+    var list = $("[data-role=clients]");
+    var status = $("[data-role=client-status]");
+    var moreForm = $("[data-role=client-more]");
+    var token = $("input[name=page_token]", moreForm);
+    var moreQuery = $("input[name=q]", moreForm);
+    var latest = new Latest();
+    var timer = null;
+    $("[data-role=search-submit]", form).hidden = true;
+
+    function row(c) {
+      var li = el("li");
+      var a = el("a", "person");
+      a.href = "/clients/" + encodeURIComponent(c.user_id);
+      var summary = el("span", "summary");
+      summary.appendChild(el("span", "name", c.display_name));
+      summary.appendChild(el("span", "secondary", c.email));
+      a.appendChild(summary);
+      li.appendChild(a);
+      return li;
+    }
+
+    function load(reset) {
+      var q = reset ? input.value.trim() : moreQuery.value;
+      var url = "/api/clients?q=" + encodeURIComponent(q);
+      if (!reset) url += "&page_token=" + encodeURIComponent(token.value);
+      var ticket = latest.next();
+      return api("GET", url, undefined, false, ticket.signal).then(function (r) {
+        if (!latest.current(ticket)) return;
+        if (reset) list.textContent = "";
+        (r.clients || []).forEach(function (c) { list.appendChild(row(c)); });
+        token.value = r.next_page_token || "";
+        moreQuery.value = q;
+        moreForm.hidden = !r.next_page_token;
+        if (list.children.length) status.textContent = "";
+        else status.textContent = q ? "No clients match \u201c" + q + "\u201d." : "No clients yet. Add one above.";
+        if (reset && window.history && history.replaceState) {
+          history.replaceState(null, "", q ? "/clients?q=" + encodeURIComponent(q) : "/clients");
+        }
+      }, function (e) { if (latest.current(ticket)) status.textContent = e.message; });
+    }
+
+    input.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(function () { load(true); }, 150);
+    });
+    form.addEventListener("submit", function (e) { e.preventDefault(); clearTimeout(timer); load(true); });
+    moreForm.addEventListener("submit", function (e) { e.preventDefault(); load(false); });
+  }
+
   // ---------------------------------------------------------------- client portal
+
+  // The portal's list of conversations, kept live: new ones appear, unread counts move.
+  function portalList(list, empty) {
+    var seq = 0;
+    function item(c) {
+      var li = el("li");
+      var a = el("a", "person");
+      a.href = "/portal/conversations/" + encodeURIComponent(c.conversation_id);
+      var summary = el("span", "summary");
+      summary.appendChild(el("span", "name", c.title));
+      var preview = previewText(c);
+      if (preview) summary.appendChild(el("span", "preview", preview));
+      a.appendChild(summary);
+      if (c.unread_count > 0) a.appendChild(unreadBadge(c.unread_count));
+      if (c.last_activity_at) a.appendChild(el("span", "secondary", formatTime(c.last_activity_at)));
+      li.appendChild(a);
+      return li;
+    }
+    return function reload() {
+      var mine = ++seq;
+      return api("GET", "/api/conversations", undefined, true).then(function (r) {
+        if (mine !== seq) return;
+        var items = (r && r.conversations) || [];
+        list.textContent = "";
+        items.forEach(function (c) { list.appendChild(item(c)); });
+        empty.hidden = items.length > 0;
+      }, function () {});
+    };
+  }
 
   function portal() {
     var conversationId = body.dataset.conversationId;
     var main = $("main.thread");
     localiseTimes(document);
     if (!conversationId || !main) {
-      liveUpdates({ open: refreshUnread, message_created: refreshUnread, read_updated: refreshUnread });
+      var list = $("[data-role=conversations]");
+      var reload = list ? portalList(list, $("[data-role=empty]")) : function () { return Promise.resolve(); };
+      var refreshAll = function () { refreshUnread(); reload(); };
+      liveUpdates({
+        open: refreshAll, message_created: refreshAll, read_updated: refreshAll, conversation_created: refreshAll,
+      });
       return;
     }
     var thread = new Thread(main, { onChange: refreshUnread });
@@ -549,7 +837,7 @@
 
   // ---------------------------------------------------------------- start
 
-  if (pageKind === "staff") staffPanel();
+  if (pageKind === "staff") { staffPanel(); clientsPage(); }
   else if (pageKind === "portal") portal();
   else localiseTimes(document);
 })();

@@ -1,0 +1,406 @@
+"""Staff pages for the practice's clients and its messaging settings.
+
+- /clients: the Clients list (search as you type, "Load more") and "Add client";
+- /clients/{id}: Client Info (name and email from auth, "Phone number" and
+  "Text message ok" from consent) and the client's secure messaging switch;
+- /settings: the practice's messaging settings (the owner changes them, other
+  staff read them).
+
+Every page works without the script (plain forms and GET links); the script
+only makes the search answer while typing. Each service checks again who may
+do what; the edge shows its answers. Results come back after a redirect that
+carries no names or addresses, only flags (``?saved=1``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import grpc
+from aiohttp import web
+from confidant.auth.v1 import auth_service_pb2 as auth_pb
+from confidant.consent.v1 import consent_service_pb2 as consent_pb
+from confidant.messaging.v1 import messaging_service_pb2 as msg_pb
+
+from services.web.api import (
+    CLIENTS_PAGE_SIZE,
+    MAX_EMAIL_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_QUERY_LENGTH,
+    page_token,
+    search_query,
+)
+from services.web.errors import HttpError, from_rpc_error
+from services.web.resources import BACKENDS
+from services.web.session import Person, staff_page
+from services.web.templates import Safe, join, message_box, render
+from services.web.views import see_other, staff_layout
+
+NO_SUCH_CLIENT = "No such client in your practice."
+OWNER_ONLY = "Only the practice owner can change the practice's settings."
+
+# Answers of the services that a person can act on from the page; anything else is the error page.
+_SHOWN = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION,
+          grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def _shown(exc: grpc.aio.AioRpcError) -> tuple[str, int]:
+    if exc.code() not in _SHOWN:
+        raise exc
+    error = from_rpc_error(exc)
+    return error.message, error.status
+
+
+def _one_line(value: object, limit: int) -> str:
+    return " ".join(str(value or "").split())[:limit]
+
+
+def _checked(flag: bool) -> Safe:
+    return Safe("checked") if flag else Safe("")
+
+
+# ---------------------------------------------------------------- templates
+
+CLIENTS = """<main class="content clients-page">
+<h1>Clients</h1>
+$message
+<section class="card" aria-labelledby="add-client-heading">
+<h2 id="add-client-heading">Add client</h2>
+<form method="post" action="/clients" class="stack">
+<label for="new-client-name">Name</label>
+<input id="new-client-name" name="display_name" type="text" required maxlength="$max_name" autocomplete="off"
+ value="$name">
+<label for="new-client-email">Email</label>
+<input id="new-client-email" name="email" type="email" required maxlength="$max_email" autocomplete="off"
+ value="$email">
+<button type="submit" class="primary">Add client</button>
+</form>
+</section>
+<section aria-labelledby="client-list-heading">
+<h2 id="client-list-heading" class="visually-hidden">All clients</h2>
+<form method="get" action="/clients" class="search-form" role="search" data-role="client-search">
+<label for="client-search">Search</label>
+<div class="search-row">
+<input id="client-search" name="q" type="search" maxlength="$max_query" autocomplete="off"
+ placeholder="Name or email" value="$query">
+<button type="submit" data-role="search-submit">Search</button>
+</div>
+</form>
+<p class="muted" role="status" data-role="client-status">$status</p>
+<ul class="people clients" data-role="clients" aria-labelledby="client-list-heading">$rows</ul>
+<form method="get" action="/clients" data-role="client-more" $more_hidden>
+<input type="hidden" name="q" value="$query">
+<input type="hidden" name="page_token" value="$next_token">
+<button type="submit" class="more">Load more</button>
+</form>
+</section>
+</main>"""
+
+CLIENT_ROW = """<li><a class="person" href="/clients/$id"><span class="summary"><span class="name">$name</span>
+<span class="secondary">$email</span></span></a></li>"""
+
+CLIENT_INFO = """<main class="content client-page">
+<p><a href="/clients">All clients</a></p>
+<h1>$title</h1>
+$message
+<section class="card" aria-labelledby="client-info-heading">
+<h2 id="client-info-heading">Client Info</h2>
+<form method="post" action="/clients/$id" class="stack">
+<label for="client-name">Name</label>
+<input id="client-name" name="display_name" type="text" required maxlength="$max_name" autocomplete="off"
+ value="$name">
+<label for="client-email">Email</label>
+<input id="client-email" name="email" type="email" required maxlength="$max_email" autocomplete="off"
+ value="$email">
+<label for="client-phone">Phone number</label>
+<input id="client-phone" name="phone_number" type="tel" autocomplete="off" maxlength="40" value="$phone"
+ aria-describedby="client-phone-state">
+<label class="check"><input type="checkbox" name="text_ok" value="1" $text_ok> Text message ok</label>
+<p class="muted small" id="client-phone-state">$phone_state</p>
+<button type="submit" class="primary">Save</button>
+</form>
+</section>
+<section class="card" aria-labelledby="client-sm-heading">
+<h2 id="client-sm-heading">Secure messaging</h2>
+<p data-role="secure-messaging-state">$sm_state</p>
+$sm_form
+</section>
+</main>"""
+
+SM_FORM = """<form method="post" action="/clients/$id/secure-messaging">
+<input type="hidden" name="enabled" value="$value">
+<button type="submit" class="$css">$label</button>
+</form>"""
+
+PHONE_STATES = {
+    consent_pb.CONSENT_STATE_NO_NUMBER: "No phone number on file: no text messages are sent.",
+    consent_pb.CONSENT_STATE_NOT_GIVEN: "Text messages are off: “Text message ok” is not ticked.",
+    consent_pb.CONSENT_STATE_OPTED_IN: "Text messages are on: alerts go to this number.",
+    consent_pb.CONSENT_STATE_OPTED_OUT: "The client replied STOP, so no text messages are sent. "
+                                        "They can reply START to turn them back on.",
+}
+
+SETTINGS = """<main class="content settings-page">
+<h1>Settings</h1>
+$message
+<form method="post" action="/settings" class="card stack">
+<fieldset $disabled>
+<legend>Secure messaging</legend>
+<label class="check"><input type="checkbox" name="secure_messaging_enabled" value="1" $secure>
+ Secure messaging with clients</label>
+<label class="check"><input type="checkbox" name="auto_enable_new_clients" value="1" $auto
+ aria-describedby="auto-hint"> Automatically enable for new clients</label>
+<p class="muted small hint" id="auto-hint">New clients get secure messaging and a Client Portal invitation
+ as soon as they are added.</p>
+<label class="check"><input type="checkbox" name="team_messaging_enabled" value="1" $team>
+ Team messaging</label>
+<p class="muted small hint">Clinicians and team members message each other.</p>
+</fieldset>
+$save
+</form>
+</main>"""
+
+
+# ---------------------------------------------------------------- the Clients list
+
+
+async def _clients_page(request: web.Request, person: Person, *, query: str = "", token: str = "",
+                        error: str = "", notice: str = "", status: int = 200,
+                        form: dict[str, str] | None = None) -> web.Response:
+    reply = await request.app[BACKENDS].auth.ListClients(
+        auth_pb.ListClientsRequest(query=query, page_size=CLIENTS_PAGE_SIZE, page_token=token),
+        metadata=person.metadata,
+    )
+    rows = join(render(CLIENT_ROW, id=c.user_id, name=c.display_name, email=c.email) for c in reply.clients)
+    if reply.clients:
+        found = ""
+    elif query:
+        found = f"No clients match “{query}”."
+    else:
+        found = "No clients yet. Add one above."
+    form = form or {}
+    content = render(
+        CLIENTS, message=message_box(error, notice), max_name=MAX_NAME_LENGTH, max_email=MAX_EMAIL_LENGTH,
+        max_query=MAX_QUERY_LENGTH, name=form.get("display_name", ""), email=form.get("email", ""), query=query,
+        status=found, rows=rows, next_token=reply.next_page_token,
+        more_hidden=Safe("") if reply.next_page_token else Safe("hidden"),
+    )
+    return await staff_layout(request, person, "Clients", content, status)
+
+
+@staff_page
+async def clients_page(request: web.Request, person: Person) -> web.Response:
+    return await _clients_page(request, person, query=search_query(request), token=page_token(request))
+
+
+@staff_page
+async def add_client(request: web.Request, person: Person) -> web.Response:
+    posted = await request.post()
+    form = {"display_name": _one_line(posted.get("display_name"), MAX_NAME_LENGTH),
+            "email": str(posted.get("email", "")).strip()[:MAX_EMAIL_LENGTH]}
+    if not form["display_name"] or not form["email"]:
+        return await _clients_page(request, person, error="Enter the client's name and email address.",
+                                   status=400, form=form)
+    try:
+        created = await request.app[BACKENDS].auth.CreateClient(
+            auth_pb.CreateClientRequest(display_name=form["display_name"], email=form["email"]),
+            metadata=person.metadata,
+        )
+    except grpc.aio.AioRpcError as exc:
+        message, status = _shown(exc)
+        return await _clients_page(request, person, error=message, status=status, form=form)
+    return see_other(f"/clients/{created.client.user_id}?added=1")
+
+
+# ---------------------------------------------------------------- Client Info
+
+
+def _client_id(request: web.Request) -> str:
+    raw = request.match_info["client_id"]
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise HttpError(404, NO_SUCH_CLIENT) from None
+
+
+async def _client(request: web.Request, person: Person, client_id: str) -> auth_pb.User:
+    """The client, if they are one of the person's practice (auth decides what the person may see)."""
+    try:
+        reply = await request.app[BACKENDS].auth.GetUsers(
+            auth_pb.GetUsersRequest(user_ids=[client_id]), metadata=person.metadata
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+            raise HttpError(404, NO_SUCH_CLIENT) from None
+        raise
+    found = [u for u in reply.users if u.user_id == client_id and u.role == auth_pb.ROLE_CLIENT]
+    if not found:
+        raise HttpError(404, NO_SUCH_CLIENT)
+    return found[0]
+
+
+_NOTICES = {
+    "added": "Client added.",
+    "saved": "Saved.",
+}
+
+
+async def _client_page(request: web.Request, person: Person, client: auth_pb.User, *, error: str = "",
+                       status: int = 200, form: dict[str, str] | None = None) -> web.Response:
+    backends = request.app[BACKENDS]
+    messaging, phone, settings = await asyncio.gather(
+        backends.messaging.GetClientMessaging(
+            msg_pb.GetClientMessagingRequest(client_id=client.user_id), metadata=person.metadata
+        ),
+        backends.consent.GetClientPhone(
+            consent_pb.GetClientPhoneRequest(client_id=client.user_id), metadata=person.metadata
+        ),
+        backends.messaging.GetPracticeSettings(msg_pb.GetPracticeSettingsRequest(), metadata=person.metadata),
+    )
+    name = client.display_name
+    if not settings.settings.secure_messaging_enabled:
+        sm_state = "Secure messaging is turned off for the practice. The practice owner can turn it on in Settings."
+        sm_form = Safe("")
+    elif messaging.enabled:
+        sm_state = f"Secure messaging is on for {name}."
+        sm_form = render(SM_FORM, id=client.user_id, value="0", css="danger", label="Disable Secure Messaging")
+    else:
+        sm_state = f"Secure messaging is off for {name}."
+        sm_form = render(SM_FORM, id=client.user_id, value="1", css="primary", label="Enable Secure Messaging")
+    notice = ""
+    if not error:
+        notice = next((text for key, text in _NOTICES.items() if request.query.get(key) == "1"), "")
+        if request.query.get("messaging") in ("on", "off"):
+            notice = f"Secure messaging is {request.query['messaging']} for {name}."
+    form = form or {}
+    content = render(
+        CLIENT_INFO, id=client.user_id, title=name, message=message_box(error, notice),
+        max_name=MAX_NAME_LENGTH, max_email=MAX_EMAIL_LENGTH,
+        name=form.get("display_name", client.display_name), email=form.get("email", client.email),
+        phone=form.get("phone_number", phone.phone.phone_number),
+        text_ok=_checked(form["text_ok"] == "1" if "text_ok" in form else phone.phone.text_ok),
+        phone_state=PHONE_STATES.get(phone.phone.state, ""), sm_state=sm_state, sm_form=sm_form,
+    )
+    return await staff_layout(request, person, "Client Info", content, status)
+
+
+@staff_page
+async def client_page(request: web.Request, person: Person) -> web.Response:
+    client = await _client(request, person, _client_id(request))
+    return await _client_page(request, person, client)
+
+
+@staff_page
+async def save_client(request: web.Request, person: Person) -> web.Response:
+    """Client Info's one Save: the profile to auth and the phone to consent, each only when changed."""
+    client = await _client(request, person, _client_id(request))
+    posted = await request.post()
+    form = {
+        "display_name": _one_line(posted.get("display_name"), MAX_NAME_LENGTH),
+        "email": str(posted.get("email", "")).strip()[:MAX_EMAIL_LENGTH],
+        "phone_number": str(posted.get("phone_number", "")).strip()[:40],
+        "text_ok": "1" if posted.get("text_ok") == "1" else "0",
+    }
+    if not form["display_name"] or not form["email"]:
+        return await _client_page(request, person, client, error="Enter the client's name and email address.",
+                                  status=400, form=form)
+    backends = request.app[BACKENDS]
+    profile_saved = False
+    try:
+        if (form["display_name"], form["email"]) != (client.display_name, client.email):
+            updated = await backends.auth.UpdateClient(
+                auth_pb.UpdateClientRequest(client_id=client.user_id, display_name=form["display_name"],
+                                            email=form["email"]),
+                metadata=person.metadata,
+            )
+            client, profile_saved = updated.client, True
+        current = (await backends.consent.GetClientPhone(
+            consent_pb.GetClientPhoneRequest(client_id=client.user_id), metadata=person.metadata
+        )).phone
+        if (form["phone_number"], form["text_ok"] == "1") != (current.phone_number, current.text_ok):
+            await backends.consent.SetClientPhone(
+                consent_pb.SetClientPhoneRequest(client_id=client.user_id, phone_number=form["phone_number"],
+                                                 text_ok=form["text_ok"] == "1"),
+                metadata=person.metadata,
+            )
+    except grpc.aio.AioRpcError as exc:
+        message, status = _shown(exc)
+        if profile_saved:
+            message = f"The name and email were saved, but the phone number was not: {message}"
+        return await _client_page(request, person, client, error=message, status=status, form=form)
+    return see_other(f"/clients/{client.user_id}?saved=1")
+
+
+@staff_page
+async def client_secure_messaging(request: web.Request, person: Person) -> web.Response:
+    """Client Info's "Enable Secure Messaging" / "Disable Secure Messaging"."""
+    client = await _client(request, person, _client_id(request))
+    posted = await request.post()
+    enabled = str(posted.get("enabled", ""))
+    if enabled not in ("0", "1"):
+        return await _client_page(request, person, client, error="Choose to enable or disable secure messaging.",
+                                  status=400)
+    messaging = request.app[BACKENDS].messaging
+    try:
+        if enabled == "1":
+            await messaging.EnableClientMessaging(
+                msg_pb.EnableClientMessagingRequest(client_id=client.user_id), metadata=person.metadata
+            )
+        else:
+            await messaging.DisableClientMessaging(
+                msg_pb.DisableClientMessagingRequest(client_id=client.user_id), metadata=person.metadata
+            )
+    except grpc.aio.AioRpcError as exc:
+        message, status = _shown(exc)
+        return await _client_page(request, person, client, error=message, status=status)
+    return see_other(f"/clients/{client.user_id}?messaging={'on' if enabled == '1' else 'off'}")
+
+
+# ---------------------------------------------------------------- practice settings
+
+
+async def _settings_page(request: web.Request, person: Person, *, error: str = "", status: int = 200,
+                         wanted: msg_pb.PracticeSettings | None = None) -> web.Response:
+    owner = person.role == "owner"
+    settings = wanted
+    if settings is None:
+        reply = await request.app[BACKENDS].messaging.GetPracticeSettings(
+            msg_pb.GetPracticeSettingsRequest(), metadata=person.metadata
+        )
+        settings = reply.settings
+    notice = "Settings saved." if request.query.get("saved") == "1" and not error else ""
+    save = (Safe('<button type="submit" class="primary">Save</button>') if owner
+            else render('<p class="muted">$m</p>', m="Only the practice owner can change these settings."))
+    content = render(
+        SETTINGS, message=message_box(error, notice), disabled=Safe("") if owner else Safe("disabled"),
+        secure=_checked(settings.secure_messaging_enabled), auto=_checked(settings.auto_enable_new_clients),
+        team=_checked(settings.team_messaging_enabled), save=save,
+    )
+    return await staff_layout(request, person, "Settings", content, status)
+
+
+@staff_page
+async def settings_page(request: web.Request, person: Person) -> web.Response:
+    return await _settings_page(request, person)
+
+
+@staff_page
+async def save_settings(request: web.Request, person: Person) -> web.Response:
+    if person.role != "owner":
+        raise HttpError(403, OWNER_ONLY)
+    posted = await request.post()
+    wanted = msg_pb.PracticeSettings(
+        secure_messaging_enabled=posted.get("secure_messaging_enabled") == "1",
+        auto_enable_new_clients=posted.get("auto_enable_new_clients") == "1",
+        team_messaging_enabled=posted.get("team_messaging_enabled") == "1",
+    )
+    try:
+        await request.app[BACKENDS].messaging.UpdatePracticeSettings(
+            msg_pb.UpdatePracticeSettingsRequest(settings=wanted), metadata=person.metadata
+        )
+    except grpc.aio.AioRpcError as exc:
+        message, status = _shown(exc)
+        return await _settings_page(request, person, error=message, status=status, wanted=wanted)
+    return see_other("/settings?saved=1")
+
