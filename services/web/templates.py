@@ -218,6 +218,10 @@ SECURE_MESSAGES_PANEL = """<aside id="sm-panel" class="panel" aria-labelledby="s
 </section>
 <section data-view="thread" class="thread" hidden>
 <h3 data-role="thread-title"></h3>
+<div class="thread-tools" data-role="thread-tools" hidden>
+<a data-role="client-info" href="#">Client Info</a>
+<button type="button" class="link" data-action="disable-here" hidden>Disable Secure Messaging</button>
+</div>
 <ol class="messages" data-role="messages" aria-label="Messages" aria-live="polite"></ol>
 <div class="cannot-send" data-role="cannot-send" hidden>
 <p data-role="cannot-send-text"></p>

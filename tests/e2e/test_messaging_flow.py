@@ -5,7 +5,8 @@ Dana (desktop) finds a client by a partial, accent-free search while typing, wri
 to Jordan (phone) with the length counter refusing an over-long message; Jordan's
 dot and list update live, Jordan replies and Dana's dot appears live. Dana archives
 the conversation and sees it return when Jordan writes again. Dana turns Jordan's
-secure messaging off on Client Info, then enables it again from the thread itself.
+secure messaging off on Client Info, then enables it again from the thread itself, and
+turns it off there too.
 """
 
 from __future__ import annotations
@@ -151,6 +152,14 @@ async def test_search_limit_live_dots_archive_and_enable_from_the_thread(browser
         await send.click()
         await expect(dana.get_by_role("list", name="Messages").get_by_text("Welcome back", exact=True)).to_be_visible()
         await expect(jordan.get_by_text("Welcome back", exact=True)).to_be_visible(timeout=10_000)  # Jordan's open thread, live
+
+        # ... and off again from the thread: the composer gives way to the switch.
+        await panel.get_by_role("button", name="Disable Secure Messaging").click()
+        await expect(dana.get_by_text(f"Secure messaging is not enabled for {JORDAN[1]}.")).to_be_visible()
+        await expect(box).to_be_hidden()
+        await expect(panel.get_by_role("button", name="Enable Secure Messaging")).to_be_visible()
+        await expect(panel.get_by_role("link", name="Client Info")).to_have_attribute(
+            "href", re.compile(r"^/clients/[0-9a-f-]{36}$"))
     finally:
         await dana_context.close()
         await jordan_context.close()

@@ -456,6 +456,9 @@
     var cannotSend = $("[data-role=cannot-send]", panel);
     var cannotSendText = $("[data-role=cannot-send-text]", panel);
     var enableHere = $("[data-action=enable-here]", panel);
+    var threadTools = $("[data-role=thread-tools]", panel);
+    var clientInfo = $("[data-role=client-info]", panel);
+    var disableHere = $("[data-action=disable-here]", panel);
     var current = null;
     var enabling = null;
     var openConversation = null;
@@ -614,6 +617,10 @@
     // A thread where nobody can send now: say why, and offer to enable a client right here.
     function showSendState(c) {
       var blocked = c.can_send === false;
+      // A client's conversation links to their Client Info and can turn their messaging off here.
+      threadTools.hidden = !c.client_id;
+      if (c.client_id) clientInfo.href = "/clients/" + encodeURIComponent(c.client_id);
+      disableHere.hidden = !(c.client_id && !blocked);
       thread.form.hidden = blocked;
       cannotSend.hidden = !blocked;
       enableHere.hidden = !(blocked && c.client_id);
@@ -662,12 +669,13 @@
           return startConversation(user);
         }).catch(function (err) { panelFailed(err.message); }).then(function () { button.disabled = false; });
     });
-    enableHere.addEventListener("click", function () {
+    // Turn the open conversation's client on or off, then show what that means for sending.
+    function switchClient(button, enabled) {
       var c = openConversation;
       if (!c || !c.client_id) return;
-      enableHere.disabled = true;
+      button.disabled = true;
       showError(panelError, "");
-      api("POST", "/api/clients/" + encodeURIComponent(c.client_id) + "/secure-messaging", { enabled: true })
+      api("POST", "/api/clients/" + encodeURIComponent(c.client_id) + "/secure-messaging", { enabled: enabled })
         .then(function () {
           return api("GET", "/api/conversations/" + encodeURIComponent(c.conversation_id));
         }).then(function (r) {
@@ -675,8 +683,10 @@
           openConversation = r.conversation;
           showSendState(r.conversation);
           if (!thread.form.hidden) thread.textarea.focus();
-        }).catch(function (err) { panelFailed(err.message); }).then(function () { enableHere.disabled = false; });
-    });
+        }).catch(function (err) { panelFailed(err.message); }).then(function () { button.disabled = false; });
+    }
+    enableHere.addEventListener("click", function () { switchClient(enableHere, true); });
+    disableHere.addEventListener("click", function () { switchClient(disableHere, false); });
     search.addEventListener("input", function () {
       clearTimeout(searchTimer);
       searchTimer = setTimeout(runSearch, 150);
