@@ -18,11 +18,6 @@ SIGN_IN_LOCK_AFTER_FAILURES_MAX = 99
 MFA_KEY_FILE_NAME = "auth-mfa.key"
 
 
-def _app_role(value: str) -> str:
-    """'none' turns the application role off (queries then run as the login user)."""
-    return "" if value.strip().lower() == "none" else value.strip()
-
-
 @dataclass(frozen=True)
 class AuthConfig:
     common: CommonConfig
@@ -95,7 +90,7 @@ class AuthConfig:
         common = CommonConfig.load("auth", env, DEFAULT_PORTS["auth"])
         config = cls(
             common=common,
-            database_app_role=_app_role(env.str("AUTH_DATABASE_APP_ROLE", "confidant_auth_app")),
+            database_app_role=env.app_role("AUTH_DATABASE_APP_ROLE", "confidant_auth_app"),
             magic_link_ttl_seconds=positive("MAGIC_LINK_TTL_SECONDS", 900),
             session_idle_seconds=positive("SESSION_IDLE_SECONDS", 1800),
             session_absolute_seconds=positive("SESSION_ABSOLUTE_SECONDS", 43200),

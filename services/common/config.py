@@ -98,6 +98,11 @@ class Env:
     def path(self, name: str, default: str | None = None) -> Path:
         return Path(self.str(name, default))
 
+    def app_role(self, name: str, default: str) -> str:
+        """A database role the service's queries run as; 'none' turns it off (the login user)."""
+        value = self.str(name, default).strip()
+        return "" if value.lower() == "none" else value
+
 
 @dataclass(frozen=True)
 class CommonConfig:

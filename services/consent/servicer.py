@@ -16,6 +16,7 @@ _STATES = {
     State.NOT_GIVEN: pb.CONSENT_STATE_NOT_GIVEN,
     State.OPTED_IN: pb.CONSENT_STATE_OPTED_IN,
     State.OPTED_OUT: pb.CONSENT_STATE_OPTED_OUT,
+    State.CARRIER_BLOCKED: pb.CONSENT_STATE_CARRIER_BLOCKED,
 }
 
 _ACTIONS = {
@@ -27,9 +28,12 @@ _ACTIONS = {
 
 
 def _phone(view: ClientPhone) -> pb.ClientPhone:
-    return pb.ClientPhone(
+    phone = pb.ClientPhone(
         client_id=view.client_id, phone_number=view.phone or "", text_ok=view.text_ok, state=_STATES[view.state]
     )
+    if view.since is not None:
+        phone.state_since.CopyFrom(timestamp(view.since))
+    return phone
 
 
 def _entry(row: LedgerRow) -> pb.LedgerEntry:
@@ -42,6 +46,7 @@ def _entry(row: LedgerRow) -> pb.LedgerEntry:
         phone_number=row.phone_e164 or "",
         provider_message_id=row.provider_message_id or "",
         created_at=timestamp(row.created_at),
+        provider=row.provider or "",
     )
 
 
@@ -73,7 +78,7 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
         self, request: pb.ReceiveInboundSmsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReceiveInboundSmsResponse:
         result = await self._handlers.receive_inbound_sms(
-            request.from_number, request.body, request.provider_message_id
+            request.from_number, request.body, request.provider_message_id, request.provider, request.to_number
         )
         return pb.ReceiveInboundSmsResponse(
             action=_ACTIONS[result.action], reply_text=result.reply_text, reply_to=result.reply_to

@@ -14,8 +14,13 @@ from psycopg_pool import AsyncConnectionPool
 from services.common import audit
 from services.consent.ledger import Entry
 
-# The first key of the two-key advisory locks that serialise changes per client.
+# The first keys of the two-key advisory locks that serialise changes per client, and
+# the provider opt-in decision per number.
 _CLIENT_LOCK_SPACE = 53_001
+_NUMBER_LOCK_SPACE = 53_002
+_LEDGER_COLUMNS = (
+    "entry_id, client_id, practice_id, event, actor, source, phone_e164, provider_message_id, created_at, provider"
+)
 
 
 @dataclass(frozen=True)
@@ -29,9 +34,10 @@ class LedgerRow:
     phone_e164: str | None
     provider_message_id: str | None
     created_at: datetime
+    provider: str | None
 
     def as_entry(self) -> Entry:
-        return Entry(self.event, self.phone_e164)
+        return Entry(self.event, self.phone_e164, self.created_at)
 
 
 @dataclass(frozen=True)
@@ -53,15 +59,27 @@ class ConsentStorage:
         """Serialise consent changes of one client until the transaction ends."""
         await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_CLIENT_LOCK_SPACE, client_id))
 
+    async def lock_number(self, conn: psycopg.AsyncConnection, phone: str) -> None:
+        """Serialise the provider opt-in decision for one number (across clients) until the transaction ends."""
+        await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_NUMBER_LOCK_SPACE, phone))
+
     async def ledger_for_client(self, conn: psycopg.AsyncConnection, client_id: str) -> list[LedgerRow]:
         async with conn.cursor(row_factory=class_row(LedgerRow)) as cur:
             await cur.execute(
-                "SELECT entry_id, client_id, practice_id, event, actor, source, phone_e164,"
-                " provider_message_id, created_at"
-                " FROM consent_ledger WHERE client_id = %s ORDER BY entry_id",
+                f"SELECT {_LEDGER_COLUMNS} FROM consent_ledger WHERE client_id = %s ORDER BY entry_id",
                 (client_id,),
             )
             return await cur.fetchall()
+
+    async def opt_in_requested_within(self, conn: psycopg.AsyncConnection, phone: str, days: int) -> bool:
+        """Whether we asked the provider to opt ``phone`` in within the last ``days`` days, for any client."""
+        cur = await conn.execute(
+            "SELECT EXISTS (SELECT FROM consent_ledger WHERE event = 'provider_opt_in_requested'"
+            " AND phone_e164 = %s AND created_at > now() - make_interval(days => %s))",
+            (phone, days),
+        )
+        (found,) = await cur.fetchone()
+        return bool(found)
 
     async def append_ledger(
         self,
@@ -73,18 +91,20 @@ class ConsentStorage:
         actor: str,
         source: str,
         provider_message_id: str | None = None,
-    ) -> None:
-        if not entries:
-            return
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO consent_ledger (client_id, practice_id, event, actor, source, phone_e164,"
-                " provider_message_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (client_id, practice_id, str(e.event), actor, source, e.phone, provider_message_id)
-                    for e in entries
-                ],
-            )
+        provider: str | None = None,
+    ) -> list[LedgerRow]:
+        """Append ``entries`` (oldest first); returns them as stored, with their ids and times."""
+        stored: list[LedgerRow] = []
+        async with conn.cursor(row_factory=class_row(LedgerRow)) as cur:
+            for e in entries:
+                await cur.execute(
+                    "INSERT INTO consent_ledger (client_id, practice_id, event, actor, source, phone_e164,"
+                    " provider_message_id, provider) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                    f" RETURNING {_LEDGER_COLUMNS}",
+                    (client_id, practice_id, str(e.event), actor, source, e.phone, provider_message_id, provider),
+                )
+                stored.append(await cur.fetchone())
+        return stored
 
     async def save_current_number(
         self, conn: psycopg.AsyncConnection, client_id: str, practice_id: str, phone: str | None, text_ok: bool
@@ -106,19 +126,40 @@ class ConsentStorage:
             )
             return await cur.fetchall()
 
-    async def record_inbound_sms(self, conn: psycopg.AsyncConnection, provider_message_id: str, phone: str) -> bool:
-        """Remember an inbound SMS; False when this provider message id was seen before."""
+    async def record_inbound_sms(
+        self, conn: psycopg.AsyncConnection, provider: str, provider_message_id: str, phone: str, to: str | None
+    ) -> bool:
+        """Remember an inbound SMS; False when this provider's message id was seen before.
+
+        A concurrent delivery of the same id waits here for the first one's transaction,
+        then finds it: one of them acts, whatever the timing.
+        """
         cur = await conn.execute(
-            "INSERT INTO inbound_sms (provider_message_id, from_e164) VALUES (%s, %s)"
-            " ON CONFLICT (provider_message_id) DO NOTHING RETURNING provider_message_id",
-            (provider_message_id, phone),
+            "INSERT INTO inbound_sms (provider, provider_message_id, from_e164, to_e164) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (provider, provider_message_id) DO NOTHING RETURNING provider_message_id",
+            (provider, provider_message_id, phone, to),
         )
         return await cur.fetchone() is not None
 
-    async def set_inbound_action(self, conn: psycopg.AsyncConnection, provider_message_id: str, action: str) -> None:
+    async def set_inbound_action(
+        self, conn: psycopg.AsyncConnection, provider: str, provider_message_id: str, action: str,
+        practice_ids: list[str],
+    ) -> None:
         await conn.execute(
-            "UPDATE inbound_sms SET action = %s WHERE provider_message_id = %s", (action, provider_message_id)
+            "UPDATE inbound_sms SET action = %s, practice_ids = %s WHERE provider = %s AND provider_message_id = %s",
+            (action, sorted(practice_ids), provider, provider_message_id),
         )
+
+    async def inbound_outcome(
+        self, conn: psycopg.AsyncConnection, provider: str, provider_message_id: str
+    ) -> tuple[str, list[str]]:
+        """What an inbound message already did: (action, the practices it acted for)."""
+        cur = await conn.execute(
+            "SELECT action, practice_ids FROM inbound_sms WHERE provider = %s AND provider_message_id = %s",
+            (provider, provider_message_id),
+        )
+        row = await cur.fetchone()
+        return (row[0], list(row[1])) if row else ("none", [])
 
     async def audit(self, conn: psycopg.AsyncConnection, **fields) -> None:
         await audit.record(conn, **fields)

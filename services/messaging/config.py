@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.aws import AwsSettings
 from services.common.config import DEFAULT_PORTS, PREFIX, CommonConfig, ConfigError, Env, service_target
 
 DATA_KEY_FILE_NAME = "messaging-data.key"
@@ -61,14 +62,15 @@ class MessagingConfig:
                 raise ConfigError(
                     f"The message data key {data_key_file} ({PREFIX}MESSAGING_DATA_KEY_FILE) does not exist."
                 )
+        aws = AwsSettings.load(env)
         return cls(
             common=common,
             data_key_file=data_key_file,
             auth_target=service_target(env, "auth"),
             notify_target=service_target(env, "notify"),
             kms_key_id=kms_key_id,
-            aws_region=env.str("AWS_REGION", "us-east-1"),
-            aws_endpoint_url=env.optional("AWS_ENDPOINT_URL"),
+            aws_region=aws.region,
+            aws_endpoint_url=aws.endpoint_url,
             data_key_cache_seconds=positive_float("MESSAGING_DATA_KEY_CACHE_SECONDS", 30.0),
             client_max_chars=positive_int("MESSAGING_CLIENT_MAX_CHARS", 1000),
             staff_max_chars=positive_int("MESSAGING_STAFF_MAX_CHARS", 5000),

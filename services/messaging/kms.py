@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from services.common import aws
 from services.common.errors import Unavailable
 from services.messaging.crypto import DecryptionError
 
@@ -28,16 +27,7 @@ _REFUSED = {"InvalidCiphertextException", "IncorrectKeyException"}
 
 def kms_client(region: str, endpoint_url: str | None = None, timeout_seconds: float = 5.0):
     """A KMS client with bounded timeouts; credentials come from the standard AWS chain."""
-    return boto3.session.Session().client(
-        "kms",
-        region_name=region,
-        endpoint_url=endpoint_url,
-        config=Config(
-            connect_timeout=timeout_seconds,
-            read_timeout=timeout_seconds,
-            retries={"max_attempts": 3, "mode": "standard"},
-        ),
-    )
+    return aws.client("kms", aws.AwsSettings(region, endpoint_url), timeout_seconds)
 
 
 def _context(practice_id: str, version: int) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 Each test makes its own practice, clients and phone numbers, so they share the
 services (started once per module, which keeps the suite fast) without sharing data.
+A test that needs a consent service of its own (another SMS provider, another
+database role) starts one against the same auth (``auth_address``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from tests.support import channel
 
 
 @pytest.fixture(scope="module")
-async def stack(fresh_database, keys_dir, tokens):
-    async with auth_service(fresh_database, keys_dir) as auth_address, channel(auth_address) as auth_ch:
+async def auth_address(fresh_database, keys_dir):
+    async with auth_service(fresh_database, keys_dir) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+async def stack(fresh_database, keys_dir, tokens, auth_address):
+    async with channel(auth_address) as auth_ch:
         async with consent_service(fresh_database, keys_dir, auth_address) as (address, url), channel(address) as ch:
             yield ConsentStack(People(auth_grpc.AuthServiceStub(auth_ch), tokens), pb_grpc.ConsentServiceStub(ch), url)

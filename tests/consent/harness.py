@@ -22,6 +22,7 @@ from services.auth.app import create_service as create_auth
 from services.auth.config import AuthConfig
 from services.consent.app import create_service as create_consent
 from services.consent.config import ConsentConfig
+from services.consent.provider import SmsProvider
 from tests.support import Tokens, running, service_env, unique
 
 PASSWORD = "quiet-harbor-2026"
@@ -49,10 +50,14 @@ async def auth_service(fresh_database, keys_dir) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def consent_service(fresh_database, keys_dir, auth_address: str) -> AsyncIterator[tuple[str, str]]:
+async def consent_service(
+    fresh_database, keys_dir, auth_address: str, provider: SmsProvider | None = None, **settings: str
+) -> AsyncIterator[tuple[str, str]]:
+    """A consent service on a fresh database; ``settings`` are more CONFIDANT_* values
+    (``consent_sms_provider="sns"``), ``provider`` replaces the configured SMS provider."""
     url = await fresh_database("consent")
-    env = service_env(keys_dir, consent_database_url=url, auth_addr=auth_address)
-    service = await create_consent(ConsentConfig.load(env))
+    env = service_env(keys_dir, consent_database_url=url, auth_addr=auth_address, **settings)
+    service = await create_consent(ConsentConfig.load(env), provider=provider)
     async with running(service) as address:
         yield address, url
 
@@ -122,10 +127,14 @@ class ConsentStack:
         )
         return list(reply.entries)
 
-    async def inbound(self, from_number: str, body: str, provider_message_id: str = "") -> pb.ReceiveInboundSmsResponse:
+    async def inbound(
+        self, from_number: str, body: str, provider_message_id: str = "", provider: str = "development",
+        to_number: str = "",
+    ) -> pb.ReceiveInboundSmsResponse:
         return await self.consent.ReceiveInboundSms(
             pb.ReceiveInboundSmsRequest(
-                from_number=from_number, body=body, provider_message_id=provider_message_id or unique("sms")
+                from_number=from_number, body=body, provider_message_id=provider_message_id or unique("sms"),
+                provider=provider, to_number=to_number,
             ),
             metadata=self.people.service("web"), timeout=5,
         )

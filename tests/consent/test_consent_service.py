@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
@@ -11,7 +12,7 @@ from confidant.auth.v1 import auth_service_pb2 as auth_pb
 from confidant.consent.v1 import consent_service_pb2 as pb
 
 from services.common.audit import verify_chain
-from services.consent.keywords import HELP_REPLY, OPTED_IN_REPLY, OPTED_OUT_REPLY
+from services.consent.keywords import OPTED_IN_REPLY, OPTED_OUT_REPLY
 from tests.consent.harness import new_phone, rpc_error
 
 
@@ -190,9 +191,10 @@ async def test_stop_then_start_each_confirmed_once_and_ledgered(stack, office):
     assert (await stack.get_phone(owner, client)).state == pb.CONSENT_STATE_OPTED_OUT
     assert not (await stack.sms_allowed(client)).allowed
 
-    # The provider retries the same webhook: nothing changes twice, nothing is sent twice.
+    # The provider retries the same webhook: nothing changes twice. The reply comes again (the
+    # first may never have reached notify), and notify sends one reply per inbound message.
     again = await stack.inbound(typed, "STOP", "SM-stop-1")
-    assert (again.action, again.reply_text) == (pb.INBOUND_ACTION_NONE, "")
+    assert (again.action, again.reply_text) == (pb.INBOUND_ACTION_NONE, OPTED_OUT_REPLY)
     # Another STOP while already out changes nothing and sends nothing.
     another = await stack.inbound(e164, "unsubscribe")
     assert (another.action, another.reply_text) == (pb.INBOUND_ACTION_NONE, "")
@@ -241,13 +243,17 @@ async def test_delete_and_re_add_with_text_ok_re_enables_after_stop(stack, offic
     assert events(await stack.ledger(owner, client))[-3:] == ["number_deleted", "number_added", "text_ok_checked"]
 
 
-async def test_help_answers_without_changing_consent(stack, office):
-    owner, client = office
+async def test_help_answers_with_the_practice_name_without_changing_consent(stack):
+    practice = await stack.people.practice("Harbor Light Therapy")
+    owner, client = practice.owner, await stack.people.user(practice)
     typed, e164 = new_phone()
     await stack.set_phone(owner, client, typed, True)
     help_reply = await stack.inbound(e164, "info", "SM-help-1")
-    assert (help_reply.action, help_reply.reply_text, help_reply.reply_to) == (
-        pb.INBOUND_ACTION_HELP, HELP_REPLY, e164)
+    assert (help_reply.action, help_reply.reply_to) == (pb.INBOUND_ACTION_HELP, e164)
+    assert help_reply.reply_text == (
+        "Harbor Light Therapy: Confidant secure message alerts. Reply STOP to unsubscribe. "
+        "Msg & data rates may apply. For help, contact your practice."
+    )
     assert (await stack.get_phone(owner, client)).state == pb.CONSENT_STATE_OPTED_IN
     assert events(await stack.ledger(owner, client))[-2:] == ["help_requested", "confirmation_sent"]
 
@@ -280,6 +286,111 @@ async def test_stop_covers_every_client_with_that_number_with_one_reply(stack):
         assert (await stack.get_phone(owner, client)).state == pb.CONSENT_STATE_OPTED_OUT
         assert events(await stack.ledger(owner, client))[-2:] == ["keyword_stop", "confirmation_sent"]
     assert (await stack.set_phone(owner, child, typed, True)).state == pb.CONSENT_STATE_OPTED_OUT
+
+
+async def test_an_opt_out_in_the_clients_own_words_is_honoured_and_confirmed_once(stack, office):
+    owner, client = office
+    typed, e164 = new_phone()
+    await stack.set_phone(owner, client, typed, True)
+    # Not an opt-out: said the other way round.
+    keep = await stack.inbound(e164, "Please don't stop texting me, it helps", "SM-keep-1", provider="twilio")
+    assert (keep.action, keep.reply_text) == (pb.INBOUND_ACTION_NONE, "")
+    assert (await stack.get_phone(owner, client)).state == pb.CONSENT_STATE_OPTED_IN
+
+    out = await stack.inbound(e164, "Please stop texting me.", "SM-own-words-1", provider="twilio",
+                              to_number="+1 (646) 555-0123")
+    assert (out.action, out.reply_text, out.reply_to) == (pb.INBOUND_ACTION_OPTED_OUT, OPTED_OUT_REPLY, e164)
+    assert not (await stack.sms_allowed(client)).allowed
+    # Saying it again changes nothing and sends nothing.
+    again = await stack.inbound(e164, "no more texts", provider="twilio")
+    assert (again.action, again.reply_text) == (pb.INBOUND_ACTION_NONE, "")
+
+    entries = await stack.ledger(owner, client)
+    assert [(e.event, e.actor, e.source, e.provider, e.provider_message_id) for e in entries[2:]] == [
+        ("free_text_revocation", client.user_id, "sms", "twilio", "SM-own-words-1"),
+        ("confirmation_sent", "service:consent", "sms", "twilio", "SM-own-words-1"),
+    ]
+    assert [e.provider for e in entries[:2]] == ["", ""]  # the clinician's save involved no provider
+    rows = await stack.sql(
+        "SELECT provider, from_e164, to_e164, action FROM inbound_sms WHERE provider_message_id = 'SM-own-words-1'")
+    assert rows == [("twilio", e164, "+16465550123", "opted_out")]
+    audited = await stack.sql(
+        "SELECT action, detail->>'provider' FROM audit_events WHERE target = %s AND action LIKE 'consent.%%_by_sms'",
+        (client.user_id,),
+    )
+    assert audited == [("consent.revocation_by_sms", "twilio")]
+
+
+async def test_the_state_says_since_when(stack, office):
+    owner, client = office
+    assert not (await stack.get_phone(owner, client)).HasField("state_since")
+    typed, e164 = new_phone()
+    saved = await stack.set_phone(owner, client, typed, True)
+    await stack.inbound(e164, "HELP")  # changes nothing, so not the date
+    phone = await stack.get_phone(owner, client)
+    entries = await stack.ledger(owner, client)
+    assert entries[1].event == "text_ok_checked"
+    assert saved.state_since == phone.state_since == entries[1].created_at
+    await stack.inbound(e164, "STOP")
+    stopped = await stack.get_phone(owner, client)
+    stop_entry = [e for e in await stack.ledger(owner, client) if e.event == "keyword_stop"][0]
+    assert (stopped.state, stopped.state_since) == (pb.CONSENT_STATE_OPTED_OUT, stop_entry.created_at)
+    assert stopped.state_since.ToDatetime() >= phone.state_since.ToDatetime()
+
+
+async def test_a_retried_delivery_changes_nothing_twice_even_when_concurrent(stack):
+    practice = await stack.people.practice()
+    parent = await stack.people.user(practice, name="Morgan Lee")
+    child = await stack.people.user(practice, name="Casey Lee")
+    typed, e164 = new_phone()
+    for client in (parent, child):
+        await stack.set_phone(practice.owner, client, typed, True)
+
+    # The provider delivers the same STOP six times at once.
+    replies = await asyncio.gather(*(stack.inbound(e164, "STOP", "SNS-dup-1", provider="sns") for _ in range(6)))
+    assert sorted(r.action for r in replies) == [pb.INBOUND_ACTION_OPTED_OUT] + [pb.INBOUND_ACTION_NONE] * 5
+    # Each answer carries the same reply; notify sends it once per inbound message.
+    assert {r.reply_text for r in replies} == {OPTED_OUT_REPLY}
+    # And once more, later.
+    late = await stack.inbound(e164, "STOP", "SNS-dup-1", provider="sns")
+    assert (late.action, late.reply_text) == (pb.INBOUND_ACTION_NONE, OPTED_OUT_REPLY)
+    for client in (parent, child):
+        assert events(await stack.ledger(practice.owner, client))[2:] == ["keyword_stop", "confirmation_sent"]
+
+    # The same id from another provider is another message: it acts.
+    start = await stack.inbound(e164, "START", "SNS-dup-1", provider="twilio")
+    assert (start.action, start.reply_text) == (pb.INBOUND_ACTION_OPTED_IN, OPTED_IN_REPLY)
+    assert await stack.sql(
+        "SELECT provider, action FROM inbound_sms WHERE provider_message_id = 'SNS-dup-1' ORDER BY provider"
+    ) == [("sns", "opted_out"), ("twilio", "opted_in")]
+    assert (await stack.sms_allowed(parent)).allowed
+
+
+async def test_help_without_one_practice_to_name_is_generic(stack):
+    generic = ("Confidant secure message alerts. Reply STOP to unsubscribe. Msg & data rates may apply. "
+               "For help, contact your practice.")
+    # A number we do not know still gets the help text, and nothing is ledgered.
+    _, stranger = new_phone()
+    unknown = await stack.inbound(stranger, "HELP", provider="sns")
+    assert (unknown.action, unknown.reply_text, unknown.reply_to) == (pb.INBOUND_ACTION_HELP, generic, stranger)
+    # A number that clients of two practices share: naming either would be a guess.
+    first, second = await stack.people.practice("Lakeside Counseling"), await stack.people.practice("Hillside")
+    typed, e164 = new_phone()
+    clients = [(first.owner, await stack.people.user(first)), (second.owner, await stack.people.user(second))]
+    for owner, client in clients:
+        await stack.set_phone(owner, client, typed, True)
+    shared = await stack.inbound(e164, "info")
+    assert (shared.action, shared.reply_text) == (pb.INBOUND_ACTION_HELP, generic)
+    for owner, client in clients:
+        assert events(await stack.ledger(owner, client))[-2:] == ["help_requested", "confirmation_sent"]
+
+
+async def test_an_unknown_provider_is_refused(stack):
+    _, e164 = new_phone()
+    err = await rpc_error(stack.inbound(e164, "STOP", "SM-p-1", provider="carrier-pigeon"))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == "provider must be one of development, sns, twilio."
+    assert await stack.sql("SELECT 1 FROM inbound_sms WHERE provider_message_id = 'SM-p-1'") == []
 
 
 async def test_only_the_web_edge_delivers_inbound_texts(stack):

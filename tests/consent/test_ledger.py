@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from services.consent.keywords import Keyword, classify
-from services.consent.ledger import Consent, Entry, Event, State, changes_for_save, fold
+from services.consent.keywords import Keyword, classify, help_reply
+from services.consent.ledger import (
+    Consent,
+    Entry,
+    Event,
+    State,
+    changes_for_save,
+    fold,
+    needs_provider_check,
+    reply_entry,
+)
 
 A = "+12125550101"
 B = "+12125550102"
@@ -87,6 +98,81 @@ def test_stop_on_a_number_without_consent_still_blocks_a_later_tick():
     assert state(e(Event.NUMBER_ADDED), e(Event.KEYWORD_STOP), e(Event.TEXT_OK_CHECKED)) is State.OPTED_OUT
 
 
+def test_an_opt_out_in_the_clients_own_words_is_an_opt_out():
+    entries = [e(Event.NUMBER_ADDED), e(Event.TEXT_OK_CHECKED), e(Event.FREE_TEXT_REVOCATION)]
+    assert state(*entries) is State.OPTED_OUT
+    assert state(*entries, e(Event.TEXT_OK_CHECKED)) is State.OPTED_OUT
+    assert state(*entries, e(Event.KEYWORD_START)) is State.OPTED_IN
+    # From an old number it says nothing about the new one.
+    assert state(e(Event.NUMBER_ADDED, B), e(Event.TEXT_OK_CHECKED, B), e(Event.FREE_TEXT_REVOCATION, A)) is (
+        State.OPTED_IN)
+
+
+def test_a_provider_block_holds_until_start_or_another_number():
+    blocked = [e(Event.NUMBER_ADDED), e(Event.TEXT_OK_CHECKED), e(Event.PROVIDER_BLOCK_SEEN)]
+    assert state(*blocked) is State.CARRIER_BLOCKED
+    assert not fold(blocked).sms_allowed
+    # Unticking shows "not given"; ticking again does not lift the provider's block.
+    assert state(*blocked, e(Event.TEXT_OK_UNCHECKED)) is State.NOT_GIVEN
+    assert state(*blocked, e(Event.TEXT_OK_UNCHECKED), e(Event.TEXT_OK_CHECKED)) is State.CARRIER_BLOCKED
+    # START from the phone lifts it; so does the provider opting the number in.
+    assert state(*blocked, e(Event.KEYWORD_START)) is State.OPTED_IN
+    assert state(*blocked, e(Event.PROVIDER_OPT_IN_REQUESTED)) is State.OPTED_IN
+    # A STOP while blocked is an opt-out, and START lifts both.
+    assert state(*blocked, e(Event.KEYWORD_STOP)) is State.OPTED_OUT
+    assert state(*blocked, e(Event.KEYWORD_STOP), e(Event.KEYWORD_START)) is State.OPTED_IN
+    # Deleting or changing the number ends it; a block about another number changes nothing.
+    assert state(*blocked, e(Event.NUMBER_DELETED), e(Event.NUMBER_ADDED), e(Event.TEXT_OK_CHECKED)) is (
+        State.OPTED_IN)
+    assert state(*blocked, e(Event.NUMBER_CHANGED, B), e(Event.TEXT_OK_CHECKED, B)) is State.OPTED_IN
+    assert state(e(Event.NUMBER_ADDED), e(Event.TEXT_OK_CHECKED), e(Event.PROVIDER_BLOCK_SEEN, B)) is State.OPTED_IN
+
+
+def test_since_is_the_time_of_the_entry_that_made_the_state():
+    t = [datetime(2026, 3, 1, tzinfo=UTC) + timedelta(minutes=n) for n in range(8)]
+    assert fold([]).since is None
+    entries = [
+        Entry(Event.NUMBER_ADDED, A, t[0]), Entry(Event.TEXT_OK_CHECKED, A, t[1]),
+        Entry(Event.HELP_REQUESTED, A, t[2]), Entry(Event.CONFIRMATION_SENT, A, t[3]),
+    ]
+    assert fold(entries).since == t[1]  # help and confirmations leave the state as it was
+    stopped = [*entries, Entry(Event.KEYWORD_STOP, A, t[4]), Entry(Event.TEXT_OK_CHECKED, A, t[5])]
+    assert fold(stopped).since == t[4]  # a tick that cannot undo the STOP does not move it
+    assert fold([*stopped, Entry(Event.NUMBER_DELETED, A, t[6])]).since == t[6]
+    # A new number without consent is still "not given", but since that number arrived.
+    changed = [Entry(Event.NUMBER_ADDED, A, t[0]), Entry(Event.NUMBER_CHANGED, B, t[7])]
+    assert (fold(changed).state, fold(changed).since) == (State.NOT_GIVEN, t[7])
+
+
+def test_replies_make_entries_only_when_they_change_something():
+    opted_in = Consent(phone=A, text_ok=True)
+    opted_out = Consent(phone=A, text_ok=True, opted_out=True)
+    blocked = Consent(phone=A, text_ok=True, carrier_blocked=True)
+    assert reply_entry(opted_in, Keyword.STOP, A) == e(Event.KEYWORD_STOP)
+    assert reply_entry(opted_in, Keyword.REVOCATION, A) == e(Event.FREE_TEXT_REVOCATION)
+    assert reply_entry(blocked, Keyword.STOP, A) == e(Event.KEYWORD_STOP)
+    assert reply_entry(opted_out, Keyword.STOP, A) is None
+    assert reply_entry(opted_out, Keyword.REVOCATION, A) is None
+    assert reply_entry(opted_out, Keyword.START, A) == e(Event.KEYWORD_START)
+    assert reply_entry(blocked, Keyword.START, A) == e(Event.KEYWORD_START)
+    assert reply_entry(opted_in, Keyword.START, A) is None
+    assert reply_entry(Consent(phone=A), Keyword.START, A) is None  # START does not tick the box for staff
+    assert reply_entry(opted_out, Keyword.HELP, A) == e(Event.HELP_REQUESTED)
+    assert reply_entry(opted_in, Keyword.OTHER, A) is None
+
+
+def test_the_provider_is_asked_only_when_a_save_gives_consent():
+    none, given = Consent(), Consent(phone=A, text_ok=True)
+    assert needs_provider_check(none, given)
+    assert needs_provider_check(Consent(phone=A), given)
+    assert needs_provider_check(given, Consent(phone=B, text_ok=True))
+    assert not needs_provider_check(given, given)
+    assert not needs_provider_check(none, Consent(phone=A))
+    assert not needs_provider_check(Consent(phone=A, opted_out=True), Consent(phone=A, text_ok=True, opted_out=True))
+    blocked = Consent(phone=A, text_ok=True, carrier_blocked=True)
+    assert not needs_provider_check(Consent(phone=A, carrier_blocked=True), blocked)
+
+
 def test_unknown_event_is_refused():
     with pytest.raises(ValueError):
         fold([Entry("number_teleported", A)])
@@ -147,6 +233,40 @@ def test_help_synonyms(body):
     assert classify(body) is Keyword.HELP
 
 
-@pytest.mark.parametrize("body", ["", "please stop", "STOP?", "thanks", "yes please", "!"])
+@pytest.mark.parametrize("body", ["", "STOP?", "thanks", "yes please", "!", "stop by the office"])
 def test_anything_else_is_not_a_keyword(body):
     assert classify(body) is Keyword.OTHER
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["Stop texting me", "please STOP texting me!", "Please unsubscribe", "unsubscribe me", "Don't text me",
+     "do not text me anymore", "Please don\u2019t text me", "No more texts", "stop sending me these",
+     "Remove me from this list", "leave me alone", "opt me out", "Take me off your list please",
+     "Can you stop texting me?", "Stop please", "please stop", "stop now, thank you", "Opt out please",
+     "I want to unsubscribe"],
+)
+def test_opt_outs_in_the_clients_own_words(body):
+    assert classify(body) is Keyword.REVOCATION
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["don't stop", "Can't stop", "please don't stop texting me", "I can't stop texting me", "don't stop sending me",
+     "Never stop texting me!", "I do not want you to stop texting me", "Why did you stop texting me?",
+     "I didn't say don't text me", "won't stop", "Stop?", "stop by the office on Tuesday", "Thank you!",
+     "I'll stop in later", "The reminders are great, thanks"],
+)
+def test_what_is_not_an_opt_out(body):
+    assert classify(body) is not Keyword.REVOCATION
+    assert classify(body) is not Keyword.STOP
+
+
+def test_the_help_text_names_the_practice_how_to_stop_rates_and_a_contact():
+    named = help_reply("Lakeside Counseling", "(212) 555-0100")
+    assert named == ("Lakeside Counseling: Confidant secure message alerts. Reply STOP to unsubscribe. "
+                     "Msg & data rates may apply. For help, contact (212) 555-0100.")
+    assert help_reply(None, "your practice") == (
+        "Confidant secure message alerts. Reply STOP to unsubscribe. Msg & data rates may apply. "
+        "For help, contact your practice.")
+    assert len(named) <= 160  # one SMS segment
