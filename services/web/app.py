@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from services.web.config import WebConfig
+from services.web.inbound_sms import SNS_FETCHER, sns_verifier
 from services.web.middlewares import (
     access_log_middleware,
     csrf_middleware,
@@ -16,6 +17,7 @@ from services.web.middlewares import (
 from services.web.resources import CONFIG, LIVE, LiveStreams, grpc_backends
 from services.web.routes import setup_routes
 from services.web.session import session_middleware, stale_cookie_middleware
+from services.web.sns_signature import Fetcher
 
 log = logging.getLogger("confidant.web")
 
@@ -29,7 +31,9 @@ async def _end_live_streams(app: web.Application) -> None:
     app[LIVE].stopping.set()
 
 
-def create_app(config: WebConfig) -> web.Application:
+def create_app(config: WebConfig, *, sns_fetcher: Fetcher | None = None) -> web.Application:
+    """``sns_fetcher``: how SNS signing certificates are fetched (tests serve a test CA's);
+    by default over verified HTTPS from the SNS host."""
     app = web.Application(
         middlewares=[
             access_log_middleware,
@@ -43,6 +47,10 @@ def create_app(config: WebConfig) -> web.Application:
     app[CONFIG] = config
     app[LIVE] = LiveStreams()
     app.cleanup_ctx.append(grpc_backends)
+    if config.sns_topic_arns:
+        if sns_fetcher is not None:
+            app[SNS_FETCHER] = sns_fetcher
+        app.cleanup_ctx.append(sns_verifier)
     app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_end_live_streams)
     setup_routes(app, config)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 
 import grpc
 from aiohttp import web
@@ -32,9 +33,11 @@ from services.web.api import (
     search_query,
 )
 from services.web.errors import HttpError, from_rpc_error
+from services.web.presenters import users_by_id, when
 from services.web.resources import BACKENDS
 from services.web.session import Person, staff_page
 from services.web.templates import Safe, join, message_box, render
+from services.web.templates import when as when_html
 from services.web.views import see_other, staff_layout
 
 NO_SUCH_CLIENT = "No such client in your practice."
@@ -115,11 +118,16 @@ $message
  value="$email">
 <label for="client-phone">Phone number</label>
 <input id="client-phone" name="phone_number" type="tel" autocomplete="off" maxlength="40" value="$phone"
- aria-describedby="client-phone-state">
+ $phone_invalid>
+$phone_error
 <label class="check"><input type="checkbox" name="text_ok" value="1" $text_ok> Text message ok</label>
-<p class="muted small" id="client-phone-state">$phone_state</p>
+<p class="$state_css" id="client-phone-state" data-role="consent-state">$phone_state</p>
 <button type="submit" class="primary">Save</button>
 </form>
+</section>
+<section class="card" aria-labelledby="consent-history-heading">
+<h2 id="consent-history-heading">Text message consent history</h2>
+$history
 </section>
 <section class="card" aria-labelledby="client-sm-heading">
 <h2 id="client-sm-heading">Secure messaging</h2>
@@ -133,13 +141,96 @@ SM_FORM = """<form method="post" action="/clients/$id/secure-messaging">
 <button type="submit" class="$css">$label</button>
 </form>"""
 
-PHONE_STATES = {
-    consent_pb.CONSENT_STATE_NO_NUMBER: "No phone number on file: no text messages are sent.",
-    consent_pb.CONSENT_STATE_NOT_GIVEN: "Text messages are off: “Text message ok” is not ticked.",
-    consent_pb.CONSENT_STATE_OPTED_IN: "Text messages are on: alerts go to this number.",
-    consent_pb.CONSENT_STATE_OPTED_OUT: "The client replied STOP, so no text messages are sent. "
-                                        "They can reply START to turn them back on.",
+CONSENT_HISTORY = """<div class="table-scroll"><table class="audit" aria-labelledby="consent-history-heading">
+<thead><tr><th scope="col">Date</th><th scope="col">What happened</th><th scope="col">How</th>
+<th scope="col">By</th></tr></thead>
+<tbody>$rows</tbody></table></div>"""
+CONSENT_ROW = """<tr><td>$when</td><td>$event</td><td>$source</td><td>$actor</td></tr>"""
+
+# Ledger events (services/consent/ledger.py) in words.
+EVENT_WORDS = {
+    "number_added": "Phone number added",
+    "number_changed": "Phone number changed",
+    "number_deleted": "Phone number deleted",
+    "text_ok_checked": "“Text message ok” ticked",
+    "text_ok_unchecked": "“Text message ok” unticked",
+    "keyword_stop": "The client replied STOP: texts off",
+    "keyword_start": "The client replied START: texts on",
+    "help_requested": "The client asked for HELP",
+    "confirmation_sent": "Confirmation text sent",
+    "free_text_revocation": "The client asked in their own words to stop: texts off",
+    "provider_block_seen": "The carrier still blocks texts to this number",
+    "provider_opt_in_requested": "Asked the SMS provider to allow texts to this number again",
 }
+SOURCE_WORDS = {
+    "client_info": "Client Info",
+    "sms": "Text message",
+    "api": "Practice system",
+    "provider": "SMS provider",
+}
+PROVIDER_WORDS = {"sns": "Amazon SNS", "twilio": "Twilio", "development": "development mailbox"}
+
+
+def _date(value: datetime) -> str:
+    """Nov 27, 2026 (UTC, as the services keep time)."""
+    return f"{value:%b} {value.day}, {value.year}"
+
+
+def consent_sentence(phone: consent_pb.ClientPhone) -> str:
+    """The consent state in one plain sentence, with the day it began when consent knows it."""
+    since_at = when(phone.state_since) if phone.HasField("state_since") else None
+    since = f" since {_date(since_at)}" if since_at else ""
+    state = phone.state
+    if state == consent_pb.CONSENT_STATE_NO_NUMBER or not phone.phone_number:
+        return "No phone number on file: no text messages are sent."
+    if state == consent_pb.CONSENT_STATE_NOT_GIVEN:
+        return f"Text messages are off{since}: “Text message ok” is not ticked."
+    if state == consent_pb.CONSENT_STATE_OPTED_IN:
+        return f"Text messages are on{since}: alerts go to this number."
+    if state == consent_pb.CONSENT_STATE_OPTED_OUT:
+        return (f"Text messages are off{since}: the client replied STOP. "
+                "They can reply START to turn them back on.")
+    if state == consent_pb.CONSENT_STATE_CARRIER_BLOCKED:
+        return (f"Text messages are blocked{since}: the carrier still blocks texts to this number. "
+                "The client must reply START to our number; nothing will be sent until then.")
+    return ""
+
+
+def _event_words(event: str) -> str:
+    return EVENT_WORDS.get(event) or event.replace("_", " ").capitalize()
+
+
+def _source_words(entry: consent_pb.LedgerEntry) -> str:
+    source = SOURCE_WORDS.get(entry.source) or entry.source.replace("_", " ").capitalize()
+    provider = PROVIDER_WORDS.get(entry.provider, entry.provider)
+    return f"{source} ({provider})" if provider else source
+
+
+def _actor_words(entry: consent_pb.LedgerEntry, client: auth_pb.User, users: dict[str, auth_pb.User]) -> str:
+    if entry.actor == client.user_id:
+        return "The client"
+    if entry.actor.startswith("service:"):  # consent itself (confirmations, what the provider said)
+        return "Confidant"
+    user = users.get(entry.actor)
+    if user is None:
+        return "A practice system" if entry.source == "api" else "A staff member"
+    return user.display_name
+
+
+async def _history(request: web.Request, person: Person, client: auth_pb.User,
+                   entries: list[consent_pb.LedgerEntry]) -> Safe:
+    """The consent ledger, newest first: when, what, how and who (numbers stay out of it)."""
+    if not entries:
+        return Safe('<p class="muted">Nothing yet: no phone number has been saved for this client.</p>')
+    actors = {e.actor for e in entries if e.actor != client.user_id and not e.actor.startswith("service:")}
+    users = await users_by_id(request.app[BACKENDS], person, actors)
+    rows = join(
+        render(CONSENT_ROW, when=when_html(when(e.created_at)), event=_event_words(e.event),
+               source=_source_words(e), actor=_actor_words(e, client, users))
+        for e in reversed(entries)
+    )
+    return render(CONSENT_HISTORY, rows=rows)
+
 
 SETTINGS = """<main class="content settings-page">
 <h1>Settings</h1>
@@ -247,9 +338,11 @@ _NOTICES = {
 
 
 async def _client_page(request: web.Request, person: Person, client: auth_pb.User, *, error: str = "",
-                       status: int = 200, form: dict[str, str] | None = None) -> web.Response:
+                       phone_error: str = "", status: int = 200,
+                       form: dict[str, str] | None = None) -> web.Response:
+    """``phone_error``: consent refused the phone number; it is shown next to the field."""
     backends = request.app[BACKENDS]
-    messaging, phone, settings = await asyncio.gather(
+    messaging, phone, settings, ledger = await asyncio.gather(
         backends.messaging.GetClientMessaging(
             msg_pb.GetClientMessagingRequest(client_id=client.user_id), metadata=person.metadata
         ),
@@ -257,6 +350,7 @@ async def _client_page(request: web.Request, person: Person, client: auth_pb.Use
             consent_pb.GetClientPhoneRequest(client_id=client.user_id), metadata=person.metadata
         ),
         backends.messaging.GetPracticeSettings(msg_pb.GetPracticeSettingsRequest(), metadata=person.metadata),
+        backends.consent.ListLedger(consent_pb.ListLedgerRequest(client_id=client.user_id), metadata=person.metadata),
     )
     name = client.display_name
     if not settings.settings.secure_messaging_enabled:
@@ -269,7 +363,7 @@ async def _client_page(request: web.Request, person: Person, client: auth_pb.Use
         sm_state = f"Secure messaging is off for {name}."
         sm_form = render(SM_FORM, id=client.user_id, value="1", css="primary", label="Enable Secure Messaging")
     notice = ""
-    if not error:
+    if not error and not phone_error:
         notice = next((text for key, text in _NOTICES.items() if request.query.get(key) == "1"), "")
         if request.query.get("messaging") in ("on", "off"):
             notice = f"Secure messaging is {request.query['messaging']} for {name}."
@@ -280,7 +374,14 @@ async def _client_page(request: web.Request, person: Person, client: auth_pb.Use
         name=form.get("display_name", client.display_name), email=form.get("email", client.email),
         phone=form.get("phone_number", phone.phone.phone_number),
         text_ok=_checked(form["text_ok"] == "1" if "text_ok" in form else phone.phone.text_ok),
-        phone_state=PHONE_STATES.get(phone.phone.state, ""), sm_state=sm_state, sm_form=sm_form,
+        phone_invalid=Safe('aria-invalid="true" aria-describedby="client-phone-error client-phone-state"')
+        if phone_error else Safe('aria-describedby="client-phone-state"'),
+        phone_error=render('<p class="error" role="alert" id="client-phone-error">$e</p>', e=phone_error)
+        if phone_error else Safe(""),
+        phone_state=consent_sentence(phone.phone),
+        state_css="notice" if phone.phone.state == consent_pb.CONSENT_STATE_CARRIER_BLOCKED else "muted small",
+        history=await _history(request, person, client, list(ledger.entries)),
+        sm_state=sm_state, sm_form=sm_form,
     )
     return await staff_layout(request, person, "Client Info", content, status)
 
@@ -315,6 +416,10 @@ async def save_client(request: web.Request, person: Person) -> web.Response:
                 metadata=person.metadata,
             )
             client, profile_saved = updated.client, True
+    except grpc.aio.AioRpcError as exc:
+        message, status = _shown(exc)
+        return await _client_page(request, person, client, error=message, status=status, form=form)
+    try:
         current = (await backends.consent.GetClientPhone(
             consent_pb.GetClientPhoneRequest(client_id=client.user_id), metadata=person.metadata
         )).phone
@@ -326,9 +431,13 @@ async def save_client(request: web.Request, person: Person) -> web.Response:
             )
     except grpc.aio.AioRpcError as exc:
         message, status = _shown(exc)
-        if profile_saved:
-            message = f"The name and email were saved, but the phone number was not: {message}"
-        return await _client_page(request, person, client, error=message, status=status, form=form)
+        error = "The name and email were saved, but the phone number was not." if profile_saved else ""
+        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            # A number consent cannot read: say so next to the field.
+            return await _client_page(request, person, client, error=error, phone_error=message, status=status,
+                                      form=form)
+        return await _client_page(request, person, client, error=f"{error} {message}".strip(), status=status,
+                                  form=form)
     return see_other(f"/clients/{client.user_id}?saved=1")
 
 

@@ -7,6 +7,7 @@ it shares with the services and a few of its own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ SESSION_COOKIE = "confidant_session"
 # Over HTTPS the cookie carries the __Host- prefix: browsers then accept it only
 # when it is Secure, has Path=/ and no Domain, so no subdomain can set or shadow it.
 HOST_PREFIX = "__Host-"
+# arn:aws:sns:us-east-1:123456789012:confidant-inbound-sms
+SNS_TOPIC_ARN = re.compile(r"arn:aws(?:-[a-z]+)*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_.-]{1,256}")
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -52,6 +55,11 @@ class WebConfig:
     staff_message_max_length: int = 5000
     client_message_max_length: int = 1000
     shutdown_grace_seconds: float = 10.0
+    # Inbound SMS webhooks (services/web/inbound_sms.py); each is off (404) while unset.
+    # SNS topics whose messages are accepted at /webhooks/sms/sns.
+    sns_topic_arns: tuple[str, ...] = ()
+    # Twilio's auth token, which signs its posts to /webhooks/sms/twilio.
+    twilio_auth_token: str = field(default="", repr=False)
 
     @property
     def development(self) -> bool:
@@ -82,6 +90,12 @@ class WebConfig:
                 "(browsers refuse such a cookie without Secure)."
             )
 
+        sns_topic_arns = tuple(arn.strip() for arn in env.str("WEB_SNS_TOPIC_ARNS", "").split(",") if arn.strip())
+        for arn in sns_topic_arns:
+            if not SNS_TOPIC_ARN.fullmatch(arn):
+                raise ConfigError(f"{PREFIX}WEB_SNS_TOPIC_ARNS must list SNS topic ARNs (arn:aws:sns:region:account:name), "
+                                  f"not {arn!r}.")
+
         positive_int, positive_float = env.positive_int, env.positive_float
         return cls(
             mode=mode,
@@ -98,4 +112,6 @@ class WebConfig:
             staff_message_max_length=positive_int("MESSAGING_STAFF_MAX_CHARS", 5000),
             client_message_max_length=positive_int("MESSAGING_CLIENT_MAX_CHARS", 1000),
             shutdown_grace_seconds=positive_float("SHUTDOWN_GRACE_SECONDS", 10.0),
+            sns_topic_arns=sns_topic_arns,
+            twilio_auth_token=env.str("WEB_TWILIO_AUTH_TOKEN", ""),
         )

@@ -4,19 +4,15 @@ development mode, so in production these paths are plain 404s."""
 
 from __future__ import annotations
 
-import logging
 import uuid
 
 from aiohttp import web
-from confidant.consent.v1 import consent_service_pb2 as consent_pb
 from confidant.notify.v1 import notify_service_pb2 as notify_pb
 
-from services.web import templates
+from services.web import inbound_sms, templates
 from services.web.errors import HttpError
 from services.web.presenters import iso, when
 from services.web.resources import BACKENDS
-
-log = logging.getLogger("confidant.web.mailbox")
 
 PAGE_SIZE = 200
 CHANNELS = {notify_pb.CHANNEL_EMAIL: "email", notify_pb.CHANNEL_SMS: "sms"}
@@ -68,22 +64,16 @@ async def mailbox_page(request: web.Request) -> web.Response:
 
 
 async def sms_reply(request: web.Request) -> web.Response:
-    """Play the client's phone: the reply goes to consent like an inbound SMS webhook would."""
+    """Play the client's phone: the reply takes the providers' webhook path (inbound_sms.receive).
+
+    Its authentication is the mailbox's own: the route exists only in development mode, and the
+    CSRF middleware lets only same-origin POSTs through.
+    """
     form = await request.post()
     from_number = str(form.get("from_number", "")).strip()
     body = str(form.get("body", ""))
     if not from_number or not body.strip():
         raise HttpError(400, "Both the From number and the Reply text are needed.")
-    backends = request.app[BACKENDS]
-    provider_message_id = f"dev-{uuid.uuid4()}"
-    inbound = await backends.consent.ReceiveInboundSms(
-        consent_pb.ReceiveInboundSmsRequest(from_number=from_number, body=body, provider_message_id=provider_message_id)
-    )
-    if inbound.reply_text:
-        await backends.notify.SendSmsReply(
-            notify_pb.SendSmsReplyRequest(
-                to_number=inbound.reply_to or from_number, body=inbound.reply_text, in_reply_to=provider_message_id
-            )
-        )
-    log.info("development sms reply", extra={"fields": {"action": consent_pb.InboundAction.Name(inbound.action)}})
+    await inbound_sms.receive(request.app[BACKENDS], from_number=from_number, body=body,
+                              message_id=f"dev-{uuid.uuid4()}", provider="development")
     raise web.HTTPSeeOther("/dev/mailbox?sent=1")

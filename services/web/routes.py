@@ -13,6 +13,7 @@ from services.web import (
     credential_views,
     devmailbox,
     events,
+    inbound_sms,
     security_views,
     views,
 )
@@ -87,6 +88,12 @@ def setup_routes(app: web.Application, config: WebConfig) -> None:
     r.add_get("/api/clients/{client_id}/secure-messaging", api.client_messaging)
     r.add_post("/api/clients/{client_id}/secure-messaging", api.client_messaging)
     r.add_get("/api/events", events.stream_events)
+
+    # Inbound SMS from the providers: each webhook exists only while it is configured.
+    if config.sns_topic_arns:
+        r.add_post(inbound_sms.SNS_PATH, inbound_sms.sns_webhook)
+    if config.twilio_auth_token:
+        r.add_post(inbound_sms.TWILIO_PATH, inbound_sms.twilio_webhook)
 
     if config.development:
         r.add_get("/dev/mailbox", devmailbox.mailbox_page)

@@ -117,8 +117,10 @@ CLEAR_COOKIE = web.RequestKey("clear_cookie", bool)
 SESSION_ENDED_MESSAGE = "You were signed out because your session ended. Please sign in again."
 SIGN_IN_MESSAGE = "Please sign in."
 
+# The SMS providers' webhooks: no person, no cookie; each request is authenticated by its signature.
+WEBHOOK_PREFIX = "/webhooks/"
 # Paths that never need the person (no call to auth for them).
-_ANONYMOUS_PREFIXES = ("/static/", "/healthz", "/readyz", "/dev/", "/m/")
+_ANONYMOUS_PREFIXES = ("/static/", "/healthz", "/readyz", "/dev/", "/m/", WEBHOOK_PREFIX)
 
 
 # Set by the page's script on requests the person did not make (refreshing the dot).

@@ -409,6 +409,14 @@ MAILBOX = """<main class="content">
 <h2>Emails</h2>
 $emails
 <h2>Text messages</h2>
+<form method="post" action="/dev/mailbox/sms-reply" class="stack card" aria-labelledby="reply-as-phone">
+<h3 id="reply-as-phone">Reply as a client's phone</h3>
+<label for="from-any">From</label>
+<input id="from-any" name="from_number" type="tel" required placeholder="+12125550101">
+<label for="reply-any">Reply</label>
+<input id="reply-any" name="body" required placeholder="STOP, START, HELP or anything">
+<button type="submit">Send reply</button>
+</form>
 $texts
 </main>"""
 

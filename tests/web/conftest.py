@@ -157,8 +157,8 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def web_app(config: WebConfig, sock: socket.socket) -> AsyncIterator[web.Application]:
-    app = create_app(config)
+async def web_app(config: WebConfig, sock: socket.socket, **app_options) -> AsyncIterator[web.Application]:
+    app = create_app(config, **app_options)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
     await runner.setup()
     await web.SockSite(runner, sock).start()
@@ -169,10 +169,11 @@ async def web_app(config: WebConfig, sock: socket.socket) -> AsyncIterator[web.A
 
 
 @contextlib.asynccontextmanager
-async def web_stack(fresh_database, keys_dir, tokens, *, relay_auth_notices: bool = False,
+async def web_stack(fresh_database, keys_dir, tokens, *, relay_auth_notices: bool = False, sns_fetcher=None,
                     **web_settings: str) -> AsyncIterator[WebStack]:
     """``relay_auth_notices``: auth knows notify's address, so its emails (invitations, resets,
-    lock notices) reach the development mailbox; otherwise they stay in auth's outbox."""
+    lock notices) reach the development mailbox; otherwise they stay in auth's outbox.
+    ``sns_fetcher``: how the web edge fetches SNS signing certificates (a test CA's)."""
     # The web edge's socket first: notify needs its public URL for the links in emails.
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -210,7 +211,8 @@ async def web_stack(fresh_database, keys_dir, tokens, *, relay_auth_notices: boo
             keys_dir, public_url=url, web_listen=url.removeprefix("http://"),
             **{f"{name}_addr": address for name, address in addresses.items()}, **web_settings,
         )
-        await stack.enter_async_context(web_app(WebConfig.load(env), sock))
+        options = {"sns_fetcher": sns_fetcher} if sns_fetcher is not None else {}
+        await stack.enter_async_context(web_app(WebConfig.load(env), sock, **options))
         result = WebStack(url=url, addresses=dict(addresses), keys_dir=keys_dir, databases=dict(databases))
         await _practice(result, tokens)
         yield result
