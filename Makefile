@@ -11,6 +11,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 GEN_STAMP := gen/.stamp
+# The manifest checks' tools (checkov, kubernetes-validate, hadolint) live in their own venv:
+# their dependencies conflict with the project's.
+DEPLOY_VENV := .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 
 .PHONY: help
 help: ## Show this help
@@ -29,6 +33,15 @@ $(GEN_STAMP): $(STAMP) $(PROTOS)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
 	@touch $@
 
+$(DEPLOY_STAMP): deploy/tools-requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: install python3.11 (or set PYTHON=/path/to/python3.11)."; exit 1; }
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/tools-requirements.lock
+	@touch $@
+
+.PHONY: deploy-tools
+deploy-tools: $(DEPLOY_STAMP) ## Install the manifest checks' tools (checkov, kubernetes-validate) into .venv-deploy
+
 .PHONY: venv
 venv: $(STAMP) ## Create the virtual environment from the lock file
 
@@ -44,7 +57,7 @@ run: protos ## Everything up in development mode, with the demo practice
 	$(PY) -m bin.devrun
 
 .PHONY: test
-test: protos ## Run every test (unit, integration, end-to-end in Chromium)
+test: protos deploy-tools ## Run every test (unit, integration, end-to-end in Chromium)
 	bin/check-browser
 	$(PY) -m pytest
 
@@ -59,4 +72,4 @@ lint: protos ## Lint Python (ruff) and the protos (buf)
 
 .PHONY: clean
 clean: ## Remove generated code and the virtual environment (keeps .data/)
-	rm -rf gen $(VENV)
+	rm -rf gen $(VENV) $(DEPLOY_VENV)
