@@ -5,7 +5,8 @@ settings: fsync on), seeds the demo practice, then for concurrency 1, 8 and 32
 sends messages (each worker to its own conversation) and prints messages per
 second and p50/p99 latency next to a raw psycopg INSERT+COMMIT baseline on the
 same PostgreSQL at the same concurrency. Last, the time from a send to the
-recipient's live event (Server-Sent Events).
+recipient's live event (Server-Sent Events), and from a committed message to its
+email in the development mailbox (bin/bench_notify.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import aiohttp
 import psycopg
 
+from bin.bench_notify import notify_latency
 from bin.seed import DANA, SAM, seed_demo
 from bin.stack import ALL_SERVICES, Stack
 from services.common import pgserver
@@ -81,20 +83,22 @@ async def run_level(concurrency: int, total: int, send) -> tuple[float, list[flo
     return len(latencies) / elapsed, latencies
 
 
-async def bench(total: int, live_samples: int) -> None:
+async def bench(total: int, live_samples: int, notify_samples: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pg = pgserver.provide(Path(tmp) / "pg")
         stack = Stack.ephemeral(pg, Path(tmp) / "keys", database_prefix="bench")
         try:
             await asyncio.to_thread(stack.start)
             await seed_demo({s: stack.address(s) for s in ALL_SERVICES}, stack.keys_dir)
-            await measure(stack, pg, total, live_samples)
+            await measure(stack, pg, total, live_samples, notify_samples)
         finally:
             await asyncio.to_thread(stack.stop)
             pg.stop()
 
 
-async def measure(stack: Stack, pg: pgserver.PostgresServer, total: int, live_samples: int) -> None:
+async def measure(
+    stack: Stack, pg: pgserver.PostgresServer, total: int, live_samples: int, notify_samples: int
+) -> None:
     base = stack.web_url
     baseline_url = pg.create_database("bench_baseline")
     async with await psycopg.AsyncConnection.connect(baseline_url, autocommit=True) as conn:
@@ -131,6 +135,7 @@ async def measure(stack: Stack, pg: pgserver.PostgresServer, total: int, live_sa
                 f"{percentile(sql_lat, 99) * 1000:>7.1f} | {api_rate / sql_rate:>7.2f}"
             )
         await live_latency(dana, base, live_samples)
+        await notify_latency(stack, notify_samples)
     finally:
         await dana.close()
 
@@ -181,8 +186,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=320, help="messages per concurrency level")
     parser.add_argument("--live-samples", type=int, default=50)
+    parser.add_argument("--notify-samples", type=int, default=30, help="messages timed from commit to mailbox")
     args = parser.parse_args()
-    asyncio.run(bench(args.messages, args.live_samples))
+    asyncio.run(bench(args.messages, args.live_samples, args.notify_samples))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Builds the notify service: database, channels to auth, consent and messaging, transport, worker, gRPC server."""
+"""Builds the notify service: database, channels to auth, consent and messaging, transports, worker, metrics, gRPC server."""
 
 from __future__ import annotations
 
@@ -16,17 +16,21 @@ from services.common.server import GrpcService
 from services.common.tokens import ServiceTokenSource, TokenSigner, TokenVerifier, auth_key_fetcher
 from services.notify.config import NotifyConfig
 from services.notify.handlers import NotifyHandlers
+from services.notify.metrics import NotifyMetrics
 from services.notify.servicer import NotifyServicer
 from services.notify.storage import NotifyStorage
-from services.notify.transports import build_transport
+from services.notify.transports import Transports, build_transports
 from services.notify.worker import Deliverer, Worker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-async def create_service(config: NotifyConfig, clock: Clock | None = None) -> GrpcService:
+async def create_service(
+    config: NotifyConfig, clock: Clock | None = None, transports: Transports | None = None
+) -> GrpcService:
     """``clock`` decides every time rule (bursts, due times, the staff email interval, backoff);
-    tests pass a ManualClock, whose ``advance`` also runs the worker over the jobs then due."""
+    tests pass a ManualClock, whose ``advance`` also runs the worker over the jobs then due.
+    ``transports`` replaces the configured ones (tests that need a provider to misbehave)."""
     clock = clock or SystemClock()
     common = config.common
     verifier = TokenVerifier.from_keys_dir(common.keys_dir)
@@ -38,17 +42,29 @@ async def create_service(config: NotifyConfig, clock: Clock | None = None) -> Gr
     verifier.use_published_keys(auth_key_fetcher(auth_channel))
     consent_channel = open_channel(config.consent_target, token=tokens.token)
     messaging_channel = open_channel(config.messaging_target, token=tokens.token)
+    auth = auth_grpc.AuthServiceStub(auth_channel)
+    metrics = NotifyMetrics()
     deliverer = Deliverer(
-        config,
-        auth_grpc.AuthServiceStub(auth_channel),
-        consent_grpc.ConsentServiceStub(consent_channel),
-        build_transport(config, storage),
+        config, auth, consent_grpc.ConsentServiceStub(consent_channel),
+        transports or build_transports(config, storage), storage, clock, metrics,
     )
-    worker = Worker(config, storage, deliverer, messaging_grpc.MessagingServiceStub(messaging_channel))
+    worker = Worker(config, storage, deliverer, messaging_grpc.MessagingServiceStub(messaging_channel), metrics)
     unsubscribe = clock.on_advance(worker.drain)
 
     async def deliver_notifications() -> None:
         await worker.run()
+
+    background = [deliver_notifications]
+    if config.metrics_listen:
+        listen = config.metrics_listen
+
+        async def serve_metrics() -> None:
+            await metrics.metrics.serve(listen)
+
+        async def measure_queue() -> None:
+            await metrics.measure_queue_every(storage, config.metrics_refresh_seconds)
+
+        background += [serve_metrics, measure_queue]
 
     async def close() -> None:
         unsubscribe()
@@ -60,8 +76,9 @@ async def create_service(config: NotifyConfig, clock: Clock | None = None) -> Gr
     return GrpcService(
         name="notify",
         verifier=verifier,
-        servicers=[(pb_grpc.add_NotifyServiceServicer_to_server, NotifyServicer(NotifyHandlers(config, storage, clock)),
+        servicers=[(pb_grpc.add_NotifyServiceServicer_to_server,
+                    NotifyServicer(NotifyHandlers(config, storage, clock, auth)),
                     "confidant.notify.v1.NotifyService")],
-        background=[deliver_notifications],
+        background=background,
         cleanup=[close],
     )

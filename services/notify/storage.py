@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -38,6 +39,8 @@ class Job:
     notice_minutes: int = 0
     link_token: str = ""  # An invitation's or reset's link token
     seq: int = 0  # A staff unread email's message: its seq in the conversation (0: unknown)
+    message_id: str = ""  # The message an alert is about ('' for notices and older jobs)
+    claim_id: uuid.UUID | None = None  # The lease this worker holds on the job
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,36 @@ class MailboxRow:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One alert as staff see it (ListDeliveryStatus)."""
+
+    message_id: str
+    recipient_id: str
+    channel: str
+    kind: str
+    status: str
+    feedback: str
+    last_error: str
+    attempts: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    suppressed: int
+    jobs: int  # jobs the event matched by the provider's message id
+    repeated: bool  # this feedback_id was recorded before: nothing changed now
+
+
 _JOB_COLUMNS = (
     "job_id, kind, channel, event_id, practice_id, conversation_id, recipient_id, to_address, body, attempts,"
-    " notice, notice_minutes, link_token, seq"
+    " notice, notice_minutes, link_token, seq, message_id, claim_id"
 )
+# Alerts about messages (what ListDeliveryStatus shows).
+MESSAGE_KINDS = ("message_email", "message_sms", STAFF_UNREAD)
+# Credential notices lose their link when they finish, so a failed one cannot be sent again.
+_NOT_REQUEUEABLE = "NOT (kind = 'account_notice' AND notice IN ('invitation', 'password_reset'))"
 
 
 class NotifyStorage:
@@ -83,6 +112,7 @@ class NotifyStorage:
         conversation_id: str,
         recipient_id: str,
         burst_seconds: int,
+        message_id: str = "",
     ) -> str | None:
         """Insert a job unless its dedupe key exists; return its status, or None for a duplicate.
 
@@ -96,9 +126,9 @@ class NotifyStorage:
         )
         cur = await conn.execute(
             "INSERT INTO notification_jobs (dedupe_key, event_id, kind, channel, practice_id, conversation_id,"
-            " recipient_id, created_at, next_attempt_at, status)"
+            " recipient_id, message_id, created_at, updated_at, next_attempt_at, status)"
             " SELECT %(key)s, %(event)s, %(kind)s, %(channel)s, %(practice)s, %(conversation)s, %(recipient)s,"
-            "  %(now)s, %(now)s,"
+            "  %(message)s, %(now)s, %(now)s, %(now)s,"
             "  CASE WHEN EXISTS (SELECT 1 FROM notification_jobs"
             "    WHERE recipient_id = %(recipient)s AND conversation_id = %(conversation)s AND kind = %(kind)s"
             "      AND status IN ('pending', 'sent', 'skipped')"
@@ -108,7 +138,7 @@ class NotifyStorage:
             {
                 "key": dedupe_key, "event": event_id, "kind": kind, "channel": channel, "practice": practice_id,
                 "conversation": conversation_id, "recipient": recipient_id, "burst": burst_seconds,
-                "now": self._clock.now(),
+                "message": message_id, "now": self._clock.now(),
             },
         )
         row = await cur.fetchone()
@@ -125,6 +155,7 @@ class NotifyStorage:
         recipient_id: str,
         seq: int,
         due_at: datetime,
+        message_id: str = "",
     ) -> bool:
         """Queue one staff member's delayed email about one message; False for a repeated dedupe key.
 
@@ -133,11 +164,11 @@ class NotifyStorage:
         """
         cur = await conn.execute(
             "INSERT INTO notification_jobs (dedupe_key, event_id, kind, channel, practice_id, conversation_id,"
-            " recipient_id, seq, created_at, next_attempt_at, status)"
-            " VALUES (%s, %s, %s, 'email', %s, %s, %s, %s, %s, %s, 'pending')"
+            " recipient_id, message_id, seq, created_at, updated_at, next_attempt_at, status)"
+            " VALUES (%s, %s, %s, 'email', %s, %s, %s, %s, %s, %s, %s, %s, 'pending')"
             " ON CONFLICT (dedupe_key) DO NOTHING RETURNING job_id",
-            (dedupe_key, event_id, STAFF_UNREAD, practice_id, conversation_id, recipient_id, seq,
-             self._clock.now(), due_at),
+            (dedupe_key, event_id, STAFF_UNREAD, practice_id, conversation_id, recipient_id, message_id, seq,
+             self._clock.now(), self._clock.now(), due_at),
         )
         return await cur.fetchone() is not None
 
@@ -145,11 +176,11 @@ class NotifyStorage:
         """Queue a consent reply; False when one with this dedupe key was queued before."""
         now = self._clock.now()
         cur = await conn.execute(
-            "INSERT INTO notification_jobs (dedupe_key, kind, channel, to_address, body, created_at,"
+            "INSERT INTO notification_jobs (dedupe_key, kind, channel, to_address, body, created_at, updated_at,"
             " next_attempt_at, status)"
-            " VALUES (%s, 'sms_reply', 'sms', %s, %s, %s, %s, 'pending')"
+            " VALUES (%s, 'sms_reply', 'sms', %s, %s, %s, %s, %s, 'pending')"
             " ON CONFLICT (dedupe_key) DO NOTHING RETURNING job_id",
-            (dedupe_key, to, body, now, now),
+            (dedupe_key, to, body, now, now, now),
         )
         return await cur.fetchone() is not None
 
@@ -161,10 +192,10 @@ class NotifyStorage:
         now = self._clock.now()
         cur = await conn.execute(
             "INSERT INTO notification_jobs (dedupe_key, kind, channel, recipient_id, notice, notice_minutes,"
-            " link_token, created_at, next_attempt_at, status)"
-            " VALUES (%s, 'account_notice', 'email', %s, %s, %s, %s, %s, %s, 'pending')"
+            " link_token, created_at, updated_at, next_attempt_at, status)"
+            " VALUES (%s, 'account_notice', 'email', %s, %s, %s, %s, %s, %s, %s, 'pending')"
             " ON CONFLICT (dedupe_key) DO NOTHING RETURNING job_id",
-            (dedupe_key, user_id, notice, minutes, link_token, now, now),
+            (dedupe_key, user_id, notice, minutes, link_token, now, now, now),
         )
         return await cur.fetchone() is not None
 
@@ -174,44 +205,58 @@ class NotifyStorage:
 
     # -- the worker -----------------------------------------------------------------
 
-    async def claim_due_jobs(self, limit: int, lease_seconds: float) -> list[Job]:
-        """Take up to ``limit`` due jobs; other workers skip them until the lease runs out."""
+    async def claim_due_jobs(self, limit: int, lease_seconds: float, paused_channels: Sequence[str] = ()) -> list[Job]:
+        """Lease up to ``limit`` due jobs (not of ``paused_channels``) to this worker.
+
+        Other workers skip them until the lease runs out: a worker that dies leaves its
+        jobs to another after the lease. Only the holder of the claim settles a job.
+        """
         async with self._pool.connection() as conn, conn.cursor(row_factory=class_row(Job)) as cur:
             await cur.execute(
-                "UPDATE notification_jobs SET next_attempt_at = %(now)s + make_interval(secs => %(lease)s)"
+                "UPDATE notification_jobs SET next_attempt_at = %(now)s + make_interval(secs => %(lease)s),"
+                "  claim_id = %(claim)s"
                 " WHERE job_id IN (SELECT job_id FROM notification_jobs"
-                "   WHERE status = 'pending' AND next_attempt_at <= %(now)s"
+                "   WHERE status = 'pending' AND next_attempt_at <= %(now)s AND channel <> ALL(%(paused)s)"
                 "   ORDER BY next_attempt_at, job_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
                 f" RETURNING {_JOB_COLUMNS}",
-                {"now": self._clock.now(), "lease": lease_seconds, "limit": limit},
+                {"now": self._clock.now(), "lease": lease_seconds, "limit": limit, "claim": uuid.uuid4(),
+                 "paused": list(paused_channels)},
             )
             return await cur.fetchall()
 
     async def finish_job(
         self, job: Job, status: str, *, last_error: str = "", actor: str = "service:notify",
-        covers_through_seq: int = 0,
-    ) -> None:
-        """Record a job's final outcome (sent, skipped, failed or cancelled) with its audit row.
+        covers_through_seq: int = 0, transport: str = "", provider_message_id: str | None = None,
+    ) -> bool:
+        """Record a job's final outcome (sent, skipped, suppressed, failed or cancelled) with its audit row.
+
+        One short transaction, right after the provider took the email: a crash before it
+        commits is the one window in which a job is sent again (after its lease). False when
+        the job was no longer ours (settled, or its lease lapsed and another worker claimed it).
 
         ``covers_through_seq`` (staff unread emails): the other pending jobs of the same staff
         member and conversation up to that seq are settled with it — 'coalesced' into a sent
         email, 'cancelled' with a read one.
         """
+        now = self._clock.now()
         async with self.transaction() as conn:
-            await conn.execute(
+            cur = await conn.execute(
                 "UPDATE notification_jobs SET status = %s, last_error = %s, attempts = attempts + 1,"
-                " sent_at = CASE WHEN %s = 'sent' THEN %s END,"
-                " link_token = ''"
-                " WHERE job_id = %s AND status = 'pending'",
-                (status, last_error, status, self._clock.now(), job.job_id),
+                " sent_at = CASE WHEN %s = 'sent' THEN %s END, updated_at = %s,"
+                " transport = COALESCE(NULLIF(%s, ''), transport),"
+                " provider_message_id = COALESCE(%s, provider_message_id), link_token = ''"
+                " WHERE job_id = %s AND status = 'pending' AND claim_id IS NOT DISTINCT FROM %s",
+                (status, last_error, status, now, now, transport, provider_message_id, job.job_id, job.claim_id),
             )
+            if cur.rowcount == 0:
+                return False
             covered = 0
             if job.kind == STAFF_UNREAD and covers_through_seq > 0 and status in ("sent", "cancelled"):
                 cur = await conn.execute(
-                    "UPDATE notification_jobs SET status = %s"
+                    "UPDATE notification_jobs SET status = %s, updated_at = %s"
                     " WHERE kind = %s AND recipient_id = %s AND conversation_id = %s AND status = 'pending'"
                     "   AND job_id <> %s AND seq <= %s AND (seq > 0 OR %s = 'sent')",
-                    ("coalesced" if status == "sent" else "cancelled", STAFF_UNREAD, job.recipient_id,
+                    ("coalesced" if status == "sent" else "cancelled", now, STAFF_UNREAD, job.recipient_id,
                      job.conversation_id, job.job_id, covers_through_seq, status),
                 )
                 covered = cur.rowcount
@@ -219,17 +264,23 @@ class NotifyStorage:
                 conn, actor=actor, action=f"notification.{job.kind}", outcome=status,
                 target=job.recipient_id or f"job:{job.job_id}", practice_id=job.practice_id,
                 detail={"job_id": job.job_id, "conversation_id": job.conversation_id, "event_id": job.event_id,
+                        **({"transport": transport} if transport else {}),
                         **({"error": last_error} if last_error else {}), **({"covered": covered} if covered else {})},
             )
+        return True
 
-    async def retry_job_later(self, job: Job, delay_seconds: float, last_error: str) -> None:
-        """Try again after ``delay_seconds``; a staff email's reservation of its interval is let go."""
+    async def retry_job_later(self, job: Job, delay_seconds: float, last_error: str, *, counts: bool = True) -> None:
+        """Try again after ``delay_seconds``; a staff email's reservation of its interval is let go.
+
+        ``counts=False``: the job was not at fault (its provider is down) and keeps its attempts.
+        """
+        now = self._clock.now()
         async with self._pool.connection() as conn:
             await conn.execute(
-                "UPDATE notification_jobs SET attempts = attempts + 1, last_error = %s, sent_at = NULL,"
-                " next_attempt_at = %s + make_interval(secs => %s)"
-                " WHERE job_id = %s AND status = 'pending'",
-                (last_error, self._clock.now(), delay_seconds, job.job_id),
+                "UPDATE notification_jobs SET attempts = attempts + %s, last_error = %s, sent_at = NULL,"
+                " next_attempt_at = %s + make_interval(secs => %s), updated_at = %s"
+                " WHERE job_id = %s AND status = 'pending' AND claim_id IS NOT DISTINCT FROM %s",
+                (1 if counts else 0, last_error, now, delay_seconds, now, job.job_id, job.claim_id),
             )
 
     async def reserve_staff_email(self, job: Job, interval_seconds: int, busy_retry_seconds: float) -> str:
@@ -271,15 +322,172 @@ class NotifyStorage:
             )
             return "reserved" if cur.rowcount else "gone"
 
+    async def record_audit(self, *, actor: str, action: str, outcome: str, target: str = "", practice_id: str = "",
+                           detail: dict | None = None) -> None:
+        async with self.transaction() as conn:
+            await audit.record(conn, actor=actor, action=action, outcome=outcome, target=target,
+                               practice_id=practice_id, detail=detail)
+
+    # -- suppression and provider feedback ---------------------------------------------
+
+    async def suppression_reason(self, address: str) -> str | None:
+        """'bounce' or 'complaint' when the address is on the suppression list, else None."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT reason FROM suppressed_addresses WHERE address = %s",
+                                     (address.strip().lower(),))
+            row = await cur.fetchone()
+            return row[0] if row else None
+
+    async def record_feedback(
+        self, *, feedback_id: str, kind: str, provider_message_id: str, addresses: Sequence[str],
+        permanent: bool, actor: str,
+    ) -> FeedbackResult:
+        """Apply one provider event once: suppress addresses (a permanent bounce, a complaint) and
+        mark the job it is about (matched by the provider's message id) delivered or bounced."""
+        now = self._clock.now()
+        async with self.transaction() as conn:
+            cur = await conn.execute(
+                "INSERT INTO delivery_feedback (feedback_id, kind, provider_message_id, permanent, received_at)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (feedback_id) DO NOTHING RETURNING feedback_id",
+                (feedback_id, kind, provider_message_id, permanent, now),
+            )
+            if await cur.fetchone() is None:
+                cur = await conn.execute("SELECT suppressed FROM delivery_feedback WHERE feedback_id = %s",
+                                         (feedback_id,))
+                return FeedbackResult(suppressed=(await cur.fetchone())[0], jobs=0, repeated=True)
+            suppressed = 0
+            if kind == "complaint" or (kind == "bounce" and permanent):
+                reason = "complaint" if kind == "complaint" else "bounce"
+                for address in sorted({a.strip().lower() for a in addresses}):
+                    cur = await conn.execute(
+                        "INSERT INTO suppressed_addresses (address, reason, feedback_id, created_at)"
+                        " VALUES (%s, %s, %s, %s) ON CONFLICT (address) DO NOTHING",
+                        (address, reason, feedback_id, now),
+                    )
+                    suppressed += cur.rowcount
+            jobs: list[tuple] = []
+            if provider_message_id:
+                # A bounce outranks a delivery report; a complaint comes after delivery.
+                feedback = {"delivery": "delivered", "bounce": "bounced", "complaint": "complained"}[kind]
+                cur = await conn.execute(
+                    "UPDATE notification_jobs SET feedback = %s, updated_at = %s"
+                    " WHERE provider_message_id = %s AND status = 'sent'"
+                    "   AND NOT (feedback = 'bounced' AND %s = 'delivered')"
+                    " RETURNING job_id, practice_id",
+                    (feedback, now, provider_message_id, feedback),
+                )
+                jobs = await cur.fetchall()
+            await conn.execute("UPDATE delivery_feedback SET suppressed = %s WHERE feedback_id = %s",
+                               (suppressed, feedback_id))
+            await audit.record(
+                conn, actor=actor, action=f"delivery.{kind}", outcome="recorded", target=f"feedback:{feedback_id}",
+                practice_id=jobs[0][1] if jobs else "",
+                detail={"job_ids": [job_id for job_id, _ in jobs], "suppressed": suppressed, "permanent": permanent},
+            )
+        return FeedbackResult(suppressed=suppressed, jobs=len(jobs), repeated=False)
+
+    # -- delivery status and requeueing -------------------------------------------------
+
+    async def list_deliveries(
+        self, practice_id: str, conversation_id: str, message_ids: Sequence[str]
+    ) -> list[DeliveryRow]:
+        async with self._pool.connection() as conn, conn.cursor(row_factory=class_row(DeliveryRow)) as cur:
+            await cur.execute(
+                "SELECT message_id, recipient_id, channel, kind, status, feedback, last_error, attempts, updated_at"
+                " FROM notification_jobs"
+                " WHERE conversation_id = %(conversation)s AND practice_id = %(practice)s AND kind = ANY(%(kinds)s)"
+                "   AND (cardinality(%(messages)s::text[]) = 0 OR message_id = ANY(%(messages)s::text[]))"
+                " ORDER BY job_id",
+                {"conversation": conversation_id, "practice": practice_id, "kinds": list(MESSAGE_KINDS),
+                 "messages": list(message_ids)},
+            )
+            return await cur.fetchall()
+
+    async def requeue_failed(self, practice_id: str | None, job_ids: Sequence[int], actor: str) -> list[int]:
+        """Failed jobs (of the practice, or any for an operator) pending again with their attempts reset."""
+        now = self._clock.now()
+        async with self.transaction() as conn:
+            cur = await conn.execute(
+                "UPDATE notification_jobs SET status = 'pending', attempts = 0, last_error = '',"
+                " next_attempt_at = %(now)s, updated_at = %(now)s, claim_id = NULL"
+                " WHERE status = 'failed' AND (%(practice)s::text IS NULL OR practice_id = %(practice)s)"
+                "   AND (cardinality(%(ids)s::bigint[]) = 0 OR job_id = ANY(%(ids)s::bigint[]))"
+                f"  AND {_NOT_REQUEUEABLE}"
+                " RETURNING job_id",
+                {"now": now, "practice": practice_id, "ids": list(job_ids)},
+            )
+            requeued = sorted(row[0] for row in await cur.fetchall())
+            await audit.record(
+                conn, actor=actor, action="notification.requeue", outcome="requeued", practice_id=practice_id or "",
+                detail={"job_ids": requeued[:500], "requeued": len(requeued), "asked": len(job_ids)},
+            )
+            if requeued:
+                await self.wake_workers(conn)
+        return requeued
+
+    async def queue_stats(self) -> tuple[int, float]:
+        """(pending jobs, age in seconds of the oldest job that is due now, 0 when none is)."""
+        now = self._clock.now()
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM %s - min(next_attempt_at) FILTER"
+                "   (WHERE next_attempt_at <= %s)), 0)"
+                " FROM notification_jobs WHERE status = 'pending'",
+                (now, now),
+            )
+            pending, age = await cur.fetchone()
+            return int(pending), max(0.0, float(age))
+
+    # -- clients' notification settings -----------------------------------------------
+
+    async def is_discreet(self, client_id: str) -> bool:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT discreet FROM client_notification_settings WHERE client_id = %s",
+                                     (client_id,))
+            row = await cur.fetchone()
+            return bool(row and row[0])
+
+    async def read_client_settings(self, client_id: str, practice_id: str, actor: str) -> bool:
+        """The client's discreet flag, with the audit row of the read."""
+        async with self.transaction() as conn:
+            cur = await conn.execute("SELECT discreet FROM client_notification_settings WHERE client_id = %s",
+                                     (client_id,))
+            row = await cur.fetchone()
+            await audit.record(conn, actor=actor, action="client_notification_settings.read", outcome="ok",
+                               target=client_id, practice_id=practice_id)
+            return bool(row and row[0])
+
+    async def save_client_settings(self, client_id: str, practice_id: str, discreet: bool, actor: str) -> bool:
+        now = self._clock.now()
+        async with self.transaction() as conn:
+            cur = await conn.execute(
+                "SELECT discreet FROM client_notification_settings WHERE client_id = %s FOR UPDATE", (client_id,))
+            before = await cur.fetchone()
+            await conn.execute(
+                "INSERT INTO client_notification_settings (client_id, practice_id, discreet, updated_by, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (client_id) DO UPDATE"
+                " SET discreet = EXCLUDED.discreet, updated_by = EXCLUDED.updated_by, updated_at = EXCLUDED.updated_at",
+                (client_id, practice_id, discreet, actor, now),
+            )
+            await audit.record(
+                conn, actor=actor, action="client_notification_settings.update", outcome="ok", target=client_id,
+                practice_id=practice_id,
+                detail={"discreet": discreet, "was": bool(before and before[0])},
+            )
+        return discreet
+
     # -- the development mailbox ----------------------------------------------------
 
-    async def add_to_mailbox(self, channel: str, to: str, subject: str, text_body: str, html_body: str) -> None:
+    async def add_to_mailbox(
+        self, channel: str, to: str, subject: str, text_body: str, html_body: str, sender: str = ""
+    ) -> int:
         async with self._pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO mailbox (channel, to_address, subject, text_body, html_body)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                (channel, to, subject, text_body, html_body),
+            cur = await conn.execute(
+                "INSERT INTO mailbox (channel, to_address, subject, text_body, html_body, sender)"
+                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING item_id",
+                (channel, to, subject, text_body, html_body, sender),
             )
+            return (await cur.fetchone())[0]
 
     async def list_mailbox(self, limit: int, to_address: str | None) -> list[MailboxRow]:
         async with self._pool.connection() as conn, conn.cursor(row_factory=class_row(MailboxRow)) as cur:

@@ -2,10 +2,32 @@
 
 It wakes on every enqueue (LISTEN on ``notify_jobs``; enqueue sends pg_notify
 when it commits) and polls as well, so a missed wake-up costs at most one poll
-interval. Jobs are claimed with ``FOR UPDATE SKIP LOCKED`` and a lease, so any
-number of notify replicas share the queue. Everything a job needs is fetched at
-send time: the email address and practice name from auth, the magic link (its
-15 minutes run from sending) and, for texts, consent asked right before sending.
+interval. Everything a job needs is fetched at send time: the email address and
+practice name from auth, the magic link (its 15 minutes run from sending), the
+client's discreet setting and, for texts, consent asked right before sending.
+
+Exactly once. Jobs are deduplicated when enqueued (per event, recipient and
+channel) and *leased* when claimed (``FOR UPDATE SKIP LOCKED`` sets a claim id
+and pushes the job's due time out by the lease): another worker takes a job
+only after its lease, so a worker that dies leaves its jobs to the others, and
+only the claim's holder settles a job. Each job is marked sent, with the
+provider's message id, in one short transaction right after the provider took
+it. The residual window, stated honestly: a crash after the provider accepted an
+email and before that commit sends that one email again after the lease
+(at-least-once there, for at most one batch of jobs per crash). Provider calls
+time out well inside the lease (the configuration insists), so a slow provider
+does not let two live workers send the same job.
+
+Failures. A provider's permanent refusal (a rejected or invalid address, an SMTP
+5xx) fails the job at once with a PHI-free reason. Throttling, 5xx and
+connection errors are retried with exponential backoff and full jitter, up to
+max_attempts. A provider outage must not burn every job's attempts: the first
+transient failure opens the channel's breaker, the channel's jobs are not
+claimed while it is open, and failures while it is tripped (the provider is
+down, not the job) defer jobs without counting an attempt; the first success
+closes it, so a backlog drains by itself when the provider returns. An address
+on the suppression list (a permanent bounce, a complaint) is not sent to and the
+job is recorded as suppressed.
 
 A staff unread email is due some minutes after its message. When it is due the
 worker first takes the (staff member, conversation) pair's email interval (or
@@ -21,8 +43,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from datetime import UTC, datetime
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import psycopg
@@ -33,15 +58,18 @@ from confidant.consent.v1 import consent_service_pb2_grpc as consent_grpc
 from confidant.messaging.v1 import messaging_service_pb2 as messaging_pb
 from confidant.messaging.v1 import messaging_service_pb2_grpc as messaging_grpc
 
+from services.common.clock import Clock
 from services.notify import render
 from services.notify.config import NotifyConfig
+from services.notify.handlers import NO_CONSENT
+from services.notify.metrics import NotifyMetrics
 from services.notify.storage import STAFF_UNREAD, WAKE_CHANNEL, Job, NotifyStorage
-from services.notify.transports import Sms, Transport
+from services.notify.transports import Email, ProviderError, Sms, TransientError, Transports
 
 log = logging.getLogger("confidant.notify.worker")
 
-NO_CONSENT = "no consent"
 DEFAULT_LINK_MINUTES = 15
+NO_SMS_TRANSPORT = "texts are not sent by this deployment"
 # Answers from our own services that retrying will not change.
 _PERMANENT_CODES = frozenset(
     {
@@ -61,13 +89,91 @@ class Skip(Exception):
     """The job must not be delivered (e.g. no SMS consent); the message is the reason."""
 
 
+class Suppressed(Exception):
+    """The address is on the suppression list; the message is the reason (no address)."""
+
+
 def _describe(exc: BaseException) -> str:
     """A short reason for last_error: codes and class names, never addresses or texts."""
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"rpc {exc.code().name}"
-    if isinstance(exc, PermanentFailure | Skip):
+    if isinstance(exc, ProviderError):
+        return exc.reason
+    if isinstance(exc, PermanentFailure | Skip | Suppressed):
         return str(exc)
     return type(exc).__name__
+
+
+def full_jitter(base: float, cap: float, attempt: int) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
+    return random.uniform(0, min(cap, base * 2 ** min(attempt - 1, 30)))
+
+
+class Breaker:
+    """One channel's provider health, decided on the injected clock.
+
+    Closed while the provider takes messages. A transient failure opens it for a
+    jittered, growing pause (the channel's jobs are not claimed meanwhile); after the
+    pause a batch probes the provider, and the first success closes it.
+    """
+
+    def __init__(self, clock: Clock, base: float, cap: float) -> None:
+        self._clock = clock
+        self._base = base
+        self._cap = cap
+        self.failures = 0
+        self.resume_at: datetime | None = None
+
+    def is_open(self) -> bool:
+        return self.resume_at is not None and self._clock.now() < self.resume_at
+
+    def seconds_left(self) -> float:
+        if self.resume_at is None:
+            return 0.0
+        return max(0.0, (self.resume_at - self._clock.now()).total_seconds())
+
+    def record_failure(self) -> bool:
+        """Note a transient failure; True when the provider was working until now (the job is to blame)."""
+        first = self.failures == 0
+        self.failures += 1
+        pause = full_jitter(self._base, self._cap, self.failures)
+        self.resume_at = self._clock.now() + timedelta(seconds=pause)
+        return first
+
+    def record_success(self) -> None:
+        self.failures = 0
+        self.resume_at = None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A provider took the message: which transport, and the id it gave."""
+
+    transport: str
+    provider_message_id: str
+
+
+class Outbound:
+    """One channel's way out: its transport's call, timed, with the channel's breaker."""
+
+    def __init__(self, transport: str, send: Callable[[object], Awaitable[str]], breaker: Breaker,
+                 metrics: NotifyMetrics) -> None:
+        self.transport = transport
+        self._send = send
+        self.breaker = breaker
+        self._latency = metrics.send_seconds.labels(transport=transport)
+
+    async def send(self, item: Email | Sms) -> Receipt:
+        started = time.perf_counter()
+        try:
+            provider_message_id = await self._send(item)
+        except TransientError as exc:
+            exc.outage = not self.breaker.record_failure()
+            raise
+        finally:
+            self._latency.observe(time.perf_counter() - started)
+        self.breaker.record_success()
+        return Receipt(self.transport, provider_message_id)
 
 
 class Deliverer:
@@ -78,32 +184,45 @@ class Deliverer:
         config: NotifyConfig,
         auth: auth_grpc.AuthServiceStub,
         consent: consent_grpc.ConsentServiceStub,
-        transport: Transport,
+        transports: Transports,
+        storage: NotifyStorage,
+        clock: Clock,
+        metrics: NotifyMetrics,
     ) -> None:
         self._config = config
         self._auth = auth
         self._consent = consent
-        self._transport = transport
+        self._storage = storage
+        base, cap = config.retry_base_seconds, config.retry_max_seconds
+        self.email = Outbound(transports.email.name, transports.email.send_email, Breaker(clock, base, cap), metrics)
+        self.sms = (
+            Outbound(transports.sms.name, transports.sms.send_sms, Breaker(clock, base, cap), metrics)
+            if transports.sms is not None else None
+        )
 
-    async def deliver(self, job: Job) -> None:
+    def breakers(self) -> dict[str, Breaker]:
+        found = {"email": self.email.breaker}
+        if self.sms is not None:
+            found["sms"] = self.sms.breaker
+        return found
+
+    async def deliver(self, job: Job) -> Receipt:
         if job.kind == "message_email":
-            await self._message_email(job)
-        elif job.kind == "message_sms":
-            await self._message_sms(job)
-        elif job.kind == "account_notice":
-            await self._account_notice(job)
-        elif job.kind == STAFF_UNREAD:
-            await self._staff_unread_email(job)
-        elif job.kind == "sms_reply":
-            await self._transport.send_sms(Sms(to=job.to_address or "", body=job.body or ""))
-        else:
-            raise PermanentFailure(f"unknown kind {job.kind}")
+            return await self._message_email(job)
+        if job.kind == "message_sms":
+            return await self._message_sms(job)
+        if job.kind == "account_notice":
+            return await self._account_notice(job)
+        if job.kind == STAFF_UNREAD:
+            return await self._staff_unread_email(job)
+        if job.kind == "sms_reply":
+            return await self._text(Sms(to=job.to_address or "", body=job.body or ""))
+        raise PermanentFailure(f"unknown kind {job.kind}")
 
-    async def _message_email(self, job: Job) -> None:
+    async def _message_email(self, job: Job) -> Receipt:
         user = await self._recipient(job)
-        if not user.email:
-            raise PermanentFailure("recipient has no email address")
-        practice_name = await self._practice_name(job.practice_id)
+        address = await self._email_address(user)
+        brand = await self._brand(user)
         link = await self._auth.CreateMagicLink(
             auth_pb.CreateMagicLinkRequest(user_id=job.recipient_id, conversation_id=job.conversation_id)
         )
@@ -112,49 +231,66 @@ class Deliverer:
             # Against the wall clock, as auth minted the link: display only, not a rule of ours.
             remaining = (link.expires_at.ToDatetime(tzinfo=UTC) - datetime.now(UTC)).total_seconds()
             minutes = max(1, round(remaining / 60))
-        email = render.message_email(
-            user.email, practice_name, render.magic_link_url(self._config.public_url, link.token), minutes
-        )
-        await self._transport.send_email(email)
+        url = render.magic_link_url(self._config.public_url, link.token)
+        return await self.email.send(render.message_email(address, brand, url, minutes))
 
-    async def _staff_unread_email(self, job: Job) -> None:
+    async def _staff_unread_email(self, job: Job) -> Receipt:
         user = await self._recipient(job)
         if user.role == auth_pb.ROLE_CLIENT:
             raise PermanentFailure("recipient is not staff")
-        if not user.email:
-            raise PermanentFailure("recipient has no email address")
+        address = await self._email_address(user)
         link = render.conversation_url(self._config.public_url, job.conversation_id)
-        await self._transport.send_email(render.staff_unread_email(user.email, link))
+        return await self.email.send(render.staff_unread_email(address, await self._brand(user), link))
 
-    async def _account_notice(self, job: Job) -> None:
+    async def _account_notice(self, job: Job) -> Receipt:
         if job.notice not in ("locked", "invitation", "password_reset"):
             raise PermanentFailure(f"unknown notice {job.notice}")
         user = await self._recipient(job, same_practice=False)
-        if not user.email:
-            raise PermanentFailure("recipient has no email address")
+        address = await self._email_address(user)
+        brand = await self._brand(user)
         if job.notice == "locked":
-            await self._transport.send_email(render.account_locked_email(user.email, job.notice_minutes))
-            return
+            return await self.email.send(render.account_locked_email(address, brand, job.notice_minutes))
         # Invitations and password resets.
         if not job.link_token:
             raise PermanentFailure("notice has no link")
-        practice_name = await self._practice_name(user.practice_id)
         url = render.credential_link_url(self._config.public_url, job.link_token)
-        is_client = user.role == auth_pb.ROLE_CLIENT
         if job.notice == "invitation":
-            email = render.invitation_email(user.email, practice_name, url, is_client=is_client)
+            email = render.invitation_email(address, brand, url, is_client=user.role == auth_pb.ROLE_CLIENT)
         else:
-            email = render.password_reset_email(user.email, practice_name, url)
-        await self._transport.send_email(email)
+            email = render.password_reset_email(address, brand, url)
+        return await self.email.send(email)
 
-    async def _message_sms(self, job: Job) -> None:
+    async def _message_sms(self, job: Job) -> Receipt:
+        if self.sms is None:
+            raise Skip(NO_SMS_TRANSPORT)
         # Asked right before sending, never cached: a STOP a second ago must count.
         answer = await self._consent.CheckSmsAllowed(consent_pb.CheckSmsAllowedRequest(client_id=job.recipient_id))
         if not answer.allowed or not answer.phone_number:
             raise Skip(NO_CONSENT)
-        await self._recipient(job)
-        practice_name = await self._practice_name(job.practice_id)
-        await self._transport.send_sms(render.message_sms(answer.phone_number, practice_name))
+        user = await self._recipient(job)
+        return await self._text(render.message_sms(answer.phone_number, await self._brand(user)))
+
+    async def _text(self, sms: Sms) -> Receipt:
+        if self.sms is None:
+            raise Skip(NO_SMS_TRANSPORT)
+        return await self.sms.send(sms)
+
+    async def _email_address(self, user: auth_pb.User) -> str:
+        """The user's address, unless it is on the suppression list (checked before any link is minted)."""
+        if not user.email:
+            raise PermanentFailure("recipient has no email address")
+        reason = await self._storage.suppression_reason(user.email)
+        if reason == "bounce":
+            raise Suppressed("the address is on the suppression list: an earlier email bounced")
+        if reason is not None:
+            raise Suppressed("the address is on the suppression list: the recipient reported an email as spam")
+        return user.email
+
+    async def _brand(self, user: auth_pb.User) -> render.Branding:
+        """Who the email is from: the practice, or (a discreet client's) a neutral name."""
+        discreet = user.role == auth_pb.ROLE_CLIENT and await self._storage.is_discreet(user.user_id)
+        name = "" if discreet or not user.practice_id else await self._practice_name(user.practice_id)
+        return render.branding(self._config.sender_name, self._config.discreet_sender_name, name, discreet)
 
     async def _recipient(self, job: Job, same_practice: bool = True) -> auth_pb.User:
         try:
@@ -182,11 +318,13 @@ class Worker:
         storage: NotifyStorage,
         deliverer: Deliverer,
         messaging: messaging_grpc.MessagingServiceStub,
+        metrics: NotifyMetrics,
     ) -> None:
         self._config = config
         self._storage = storage
         self._deliverer = deliverer
         self._messaging = messaging
+        self._attempts = metrics.attempts
         # One batch at a time per worker: the poll loop and a test clock's drain never overlap.
         self._batch = asyncio.Lock()
 
@@ -208,7 +346,9 @@ class Worker:
         other, so the first one's email (or the read cursor it found) settles the rest.
         """
         async with self._batch:
-            jobs = await self._storage.claim_due_jobs(self._config.batch_size, self._config.claim_lease_seconds)
+            paused = [channel for channel, breaker in self._deliverer.breakers().items() if breaker.is_open()]
+            jobs = await self._storage.claim_due_jobs(
+                self._config.batch_size, self._config.claim_lease_seconds, paused)
             lanes: dict[tuple, list[Job]] = {}
             for job in jobs:
                 key = (job.recipient_id, job.conversation_id) if job.kind == STAFF_UNREAD else (job.job_id,)
@@ -234,18 +374,35 @@ class Worker:
                 covers_through_seq = await self._staff_unread_check(job, fields)
                 if covers_through_seq is None:
                     return
-            await self._deliverer.deliver(job)
+            receipt = await self._deliverer.deliver(job)
         except Skip as exc:
-            await self._storage.finish_job(job, "skipped", last_error=str(exc))
-            log.info("notification skipped", extra={"fields": {**fields, "reason": str(exc)}})
+            await self._settle(job, "skipped", fields, last_error=str(exc))
+            return
+        except Suppressed as exc:
+            await self._settle(job, "suppressed", fields, last_error=str(exc))
+            return
+        except ProviderError as exc:
+            await self._provider_failed(job, exc, fields)
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             await self._failed(job, exc, fields)
             return
-        await self._storage.finish_job(job, "sent", covers_through_seq=covers_through_seq)
-        log.info("notification sent", extra={"fields": fields})
+        await self._settle(job, "sent", {**fields, "transport": receipt.transport},
+                           covers_through_seq=covers_through_seq, transport=receipt.transport,
+                           provider_message_id=receipt.provider_message_id)
+
+    async def _settle(self, job: Job, status: str, fields: dict, **outcome) -> None:
+        """Finish the job (if it is still ours), count the attempt and log it (ids and reasons only)."""
+        if await self._storage.finish_job(job, status, **outcome):
+            self._attempts.labels(channel=job.channel, outcome=status).inc()
+            reason = {"reason": outcome["last_error"]} if outcome.get("last_error") else {}
+            log_at = log.warning if status == "failed" else log.info
+            log_at(f"notification {status}", extra={"fields": {**fields, **reason}})
+        else:
+            # Its lease lapsed and another worker took it (a very slow send): that worker settles it.
+            log.warning("notification lease lost", extra={"fields": {**fields, "outcome": status}})
 
     async def _staff_unread_check(self, job: Job, fields: dict) -> int | None:
         """Decide a due staff email: the conversation's last seq when it should go now, else None.
@@ -266,8 +423,7 @@ class Worker:
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
-                await self._storage.finish_job(job, "cancelled", last_error="conversation not found")
-                log.info("staff email cancelled", extra={"fields": {**fields, "reason": "conversation not found"}})
+                await self._settle(job, "cancelled", fields, last_error="conversation not found")
             elif exc.code() in _PERMANENT_CODES:
                 await self._failed(job, exc, fields)
             else:
@@ -281,16 +437,35 @@ class Worker:
         seq = job.seq or state.last_seq
         if not state.participant or state.read_seq >= seq:
             reason = "read" if state.participant else "not a participant"
-            await self._storage.finish_job(
-                job, "cancelled", last_error=reason, covers_through_seq=state.read_seq if state.participant else 0
-            )
-            log.info("staff email cancelled", extra={"fields": {**fields, "reason": reason}})
+            await self._settle(job, "cancelled", fields, last_error=reason,
+                               covers_through_seq=state.read_seq if state.participant else 0)
             return None
         return max(state.last_seq, seq)
 
     def _backoff(self, attempts: int, cap: float | None = None) -> float:
         delay = self._config.retry_base_seconds * 2 ** min(attempts - 1, 30)
         return min(delay, cap) if cap is not None else delay
+
+    async def _provider_failed(self, job: Job, exc: ProviderError, fields: dict) -> None:
+        """A provider did not take it: fail (permanent, or out of attempts), retry with jitter, or wait out an outage."""
+        reason = exc.reason
+        if not exc.permanent and getattr(exc, "outage", False):
+            # The provider is down, not this job: no attempt counted, back when the breaker closes.
+            breaker = self._deliverer.breakers().get(job.channel)
+            delay = breaker.seconds_left() if breaker else self._config.retry_base_seconds
+            await self._storage.retry_job_later(job, delay, reason, counts=False)
+            self._attempts.labels(channel=job.channel, outcome="deferred").inc()
+            log.info("notification waits for its provider", extra={"fields": {
+                **fields, "reason": reason, "retry_in_s": round(delay, 3)}})
+            return
+        attempts = job.attempts + 1
+        if exc.permanent or attempts >= self._config.max_attempts:
+            await self._settle(job, "failed", fields, last_error=reason)
+            return
+        delay = full_jitter(self._config.retry_base_seconds, self._config.retry_max_seconds, attempts)
+        await self._storage.retry_job_later(job, delay, reason)
+        self._attempts.labels(channel=job.channel, outcome="retry").inc()
+        log.info("notification retry", extra={"fields": {**fields, "reason": reason, "retry_in_s": round(delay, 3)}})
 
     async def _failed(self, job: Job, exc: Exception, fields: dict) -> None:
         reason = _describe(exc)
@@ -299,9 +474,9 @@ class Worker:
         )
         attempts = job.attempts + 1
         if permanent or attempts >= self._config.max_attempts:
-            await self._storage.finish_job(job, "failed", last_error=reason)
-            log.warning("notification failed", extra={"fields": {**fields, "reason": reason}})
+            await self._settle(job, "failed", fields, last_error=reason)
             return
         delay = self._backoff(attempts)
         await self._storage.retry_job_later(job, delay, reason)
+        self._attempts.labels(channel=job.channel, outcome="retry").inc()
         log.info("notification retry", extra={"fields": {**fields, "reason": reason, "retry_in_s": delay}})

@@ -66,6 +66,54 @@ class NotifyStack(ConsentStack):
                 raise AssertionError(f"jobs still pending after {within}s: {rows}")
             await asyncio.sleep(0.05)
 
+    async def alert(self, practice_id: str, conversation_id: str, recipients, message_id: str = "") -> str:
+        """What messaging's relay sends for one new message; returns the message id."""
+        message_id = message_id or unique("message")
+        created = Timestamp()
+        created.GetCurrentTime()
+        await self.notify.EnqueueMessageNotifications(
+            pb.EnqueueMessageNotificationsRequest(
+                event_id=unique("event"), practice_id=practice_id, conversation_id=conversation_id,
+                message_id=message_id, sender_id="sender", created_at=created,
+                recipients=[pb.Recipient(user_id=user_id, is_client=is_client) for user_id, is_client in recipients],
+            ),
+            metadata=self.people.service("messaging"), timeout=5,
+        )
+        return message_id
+
+    async def deliveries(self, staff, conversation_id: str, message_ids=()) -> list[pb.Delivery]:
+        reply = await self.notify.ListDeliveryStatus(
+            pb.ListDeliveryStatusRequest(conversation_id=conversation_id, message_ids=list(message_ids)),
+            metadata=self.people.as_user(staff), timeout=5,
+        )
+        return list(reply.deliveries)
+
+    async def feedback(self, kind: int, provider_message_id: str = "", addresses=(), permanent: bool = True,
+                       feedback_id: str = "") -> int:
+        reply = await self.notify.RecordDeliveryFeedback(
+            pb.RecordDeliveryFeedbackRequest(
+                feedback_id=feedback_id or unique("sns"), kind=kind, provider_message_id=provider_message_id,
+                addresses=list(addresses), permanent=permanent,
+            ),
+            metadata=self.people.service("web"), timeout=5,
+        )
+        return reply.suppressed
+
+    async def job(self, recipient_id: str, kind: str = "message_email", message_id: str = "") -> dict:
+        """The recipient's first job of a kind (about ``message_id`` when given), as a dict of its columns."""
+        async with await psycopg.AsyncConnection.connect(self.notify_url, autocommit=True) as conn:
+            cur = await conn.execute(
+                "SELECT * FROM notification_jobs WHERE recipient_id = %s AND kind = %s"
+                " AND (%s = '' OR message_id = %s) ORDER BY job_id LIMIT 1",
+                (recipient_id, kind, message_id, message_id))
+            row = await cur.fetchone()
+            assert row is not None, f"no {kind} job"
+            return dict(zip([c.name for c in cur.description], row, strict=True))
+
+    def on(self, notify: pb_grpc.NotifyServiceStub, notify_url: str) -> NotifyStack:
+        """The same people and services, talking to another notify."""
+        return replace(self, notify=notify, notify_url=notify_url)
+
     async def mailbox(self, to_address: str = "", page_size: int = 0) -> list[pb.MailboxItem]:
         reply = await self.notify.ListMailbox(
             pb.ListMailboxRequest(to_address=to_address, page_size=page_size),

@@ -175,7 +175,7 @@ async def test_an_unread_message_emails_staff_once_after_fifteen_minutes_then_at
     assert email.subject == STAFF_UNREAD_SUBJECT == "You have an unread secure message"
     link = f"{PUBLIC_URL}/?conversation={conv}"
     assert email.text_body == (
-        "You have an unread secure message in Confidant.\n\n"
+        "You have an unread secure message in Confidant at Lakeside Counseling.\n\n"
         f"Open the conversation: {link}\n\n"
         "For privacy, this email does not contain the message. Sign in to read it.\n"
     )
