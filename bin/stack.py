@@ -53,12 +53,18 @@ class Stack:
     # Where each process's output goes: a callable(service, line).
     sink: Callable[[str, str], None] | None = None
     database_prefix: str = "confidant"
+    # gRPC services that answer health on a separate plaintext port (CONFIDANT_<SERVICE>_HEALTH_LISTEN),
+    # as they must when their gRPC port speaks TLS (CONFIDANT_GRPC_TLS_* in extra_env).
+    health_ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     _threads: list[threading.Thread] = field(default_factory=list)
 
     @classmethod
-    def ephemeral(cls, pg: PostgresServer, keys_dir: Path, **kwargs) -> Stack:
-        return cls(pg=pg, keys_dir=keys_dir, ports={s: free_port() for s in ALL_SERVICES}, **kwargs)
+    def ephemeral(cls, pg: PostgresServer, keys_dir: Path, health_ports: bool = False, **kwargs) -> Stack:
+        """Every port free and chosen now; ``health_ports``: a plaintext health port per gRPC service."""
+        health = {s: free_port() for s in GRPC_SERVICES} if health_ports else {}
+        return cls(pg=pg, keys_dir=keys_dir, ports={s: free_port() for s in ALL_SERVICES}, health_ports=health,
+                   **kwargs)
 
     @property
     def web_url(self) -> str:
@@ -66,6 +72,11 @@ class Stack:
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
+
+    def health_address(self, service: str) -> str:
+        """Where the service's health answers in plain text (its gRPC port unless it has a health port)."""
+        port = self.health_ports.get(service)
+        return f"127.0.0.1:{port}" if port else self.address(service)
 
     def database_url(self, service: str) -> str:
         return self.pg.database_url(f"{self.database_prefix}_{service}")
@@ -86,6 +97,8 @@ class Stack:
             env[f"CONFIDANT_{upper}_ADDR"] = self.address(service)
             if service in GRPC_SERVICES:
                 env[f"CONFIDANT_{upper}_DATABASE_URL"] = self.database_url(service)
+            if service in self.health_ports:
+                env[f"CONFIDANT_{upper}_HEALTH_LISTEN"] = self.health_address(service)
         env.update(self.extra_env)
         return env
 
@@ -159,7 +172,7 @@ class Stack:
                     return resp.status == 200
             except OSError:
                 return False
-        return asyncio.run(health_check(self.address(service))) == health_pb2.HealthCheckResponse.SERVING
+        return asyncio.run(health_check(self.health_address(service))) == health_pb2.HealthCheckResponse.SERVING
 
     def stop(self, grace: float = 15.0) -> dict[str, int | None]:
         """SIGTERM every process, wait for them, SIGKILL stragglers; return exit codes."""

@@ -109,4 +109,5 @@ async def create_service(config: AuthConfig) -> GrpcService:
                     mfa.purge_loop, credentials.purge_loop],
         open_methods=OPEN_METHODS,
         cleanup=[close],
+        pool=pool,
     )

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.config import DEFAULT_PORTS, PREFIX, CommonConfig, ConfigError, Env, service_target
+from services.common.config import (
+    DEFAULT_PORTS,
+    PREFIX,
+    CommonConfig,
+    ConfigError,
+    Env,
+    refuse_development_keys,
+    service_target,
+)
 
 # Passwords longer than this are refused outright: hashing megabytes of input is
 # a cheap way to load the server, and nobody types more.
@@ -153,4 +161,6 @@ class AuthConfig:
                 f"The MFA data key {config.mfa_key_file} does not exist; production mode never creates one "
                 f"(set {PREFIX}AUTH_MFA_KEY_FILE to the mounted key)."
             )
+        if not config.common.development:
+            refuse_development_keys(env, config.common.keys_dir, config.mfa_key_file)
         return config

@@ -1,8 +1,14 @@
-"""Outgoing gRPC channels: every call gets a deadline and an access token.
+"""Outgoing gRPC channels: every call gets a deadline, an access token and the request id.
 
 A client interceptor adds a default deadline to calls made without one and the
 caller's service token unless the call already carries ``authorization``
-metadata (the web edge forwards the signed-in person's token that way).
+metadata (the web edge forwards the signed-in person's token that way). The
+current request id (services/common/logs.py) travels as ``x-request-id``.
+
+Channels speak TLS when the process was configured for it: ``run_service`` calls
+``use_tls_by_default`` with the service's ``CONFIDANT_GRPC_TLS_*`` settings before
+the service opens any channel, so every ``open_channel`` in the apps picks it up;
+a caller (the web edge, a test) may pass ``tls`` explicitly instead.
 """
 
 from __future__ import annotations
@@ -11,6 +17,9 @@ import json
 from collections.abc import Callable
 
 import grpc
+
+from services.common.config import GrpcTls
+from services.common.logs import REQUEST_ID_METADATA, current_request_id
 
 DEFAULT_DEADLINE_SECONDS = 5.0
 
@@ -45,14 +54,40 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-def _with_defaults(details: grpc.aio.ClientCallDetails, token: Callable[[], str] | None, deadline: float):
+# The process-wide TLS settings of outgoing channels (None: plaintext); see use_tls_by_default.
+_default_tls: GrpcTls | None = None
+# open_channel's default for ``tls``: whatever the process was configured with.
+PROCESS_DEFAULT = object()
+
+
+def use_tls_by_default(tls: GrpcTls | None) -> None:
+    """Make every channel opened later without an explicit ``tls`` use these settings."""
+    global _default_tls
+    _default_tls = tls
+
+
+def channel_credentials(tls: GrpcTls) -> grpc.ChannelCredentials:
+    """Verify the server against the CA; present our certificate (mutual TLS needs it)."""
+    cert, key, ca = tls.read()
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+def _metadata(details: grpc.aio.ClientCallDetails, token: Callable[[], str] | None) -> grpc.aio.Metadata:
     metadata = list(details.metadata or [])
-    if token is not None and not any(key == "authorization" for key, _ in metadata):
+    keys = {key for key, _ in metadata}
+    if token is not None and "authorization" not in keys:
         metadata.append(("authorization", f"Bearer {token()}"))
+    request_id = current_request_id()
+    if request_id is not None and REQUEST_ID_METADATA not in keys:
+        metadata.append((REQUEST_ID_METADATA, request_id))
+    return grpc.aio.Metadata(*metadata)
+
+
+def _with_defaults(details: grpc.aio.ClientCallDetails, token: Callable[[], str] | None, deadline: float | None):
     return grpc.aio.ClientCallDetails(
         method=details.method,
         timeout=details.timeout if details.timeout is not None else deadline,
-        metadata=grpc.aio.Metadata(*metadata),
+        metadata=_metadata(details, token),
         credentials=details.credentials,
         wait_for_ready=details.wait_for_ready,
     )
@@ -71,32 +106,24 @@ class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
         self._token = token
 
     async def intercept_unary_stream(self, continuation, client_call_details, request):
-        # Streams are long-lived: the caller sets their deadline; only the token is added.
-        details = client_call_details
-        metadata = list(details.metadata or [])
-        if self._token is not None and not any(key == "authorization" for key, _ in metadata):
-            metadata.append(("authorization", f"Bearer {self._token()}"))
-        details = grpc.aio.ClientCallDetails(
-            method=details.method,
-            timeout=details.timeout,
-            metadata=grpc.aio.Metadata(*metadata),
-            credentials=details.credentials,
-            wait_for_ready=details.wait_for_ready,
-        )
-        return await continuation(details, request)
+        # Streams are long-lived: the caller sets their deadline; only the token and request id are added.
+        return await continuation(_with_defaults(client_call_details, self._token, None), request)
 
 
 def open_channel(
     target: str,
     token: Callable[[], str] | None = None,
     deadline: float = DEFAULT_DEADLINE_SECONDS,
+    tls: GrpcTls | None | object = PROCESS_DEFAULT,
 ) -> grpc.aio.Channel:
-    """An insecure channel to one of our services (TLS arrives with the operators' issue)."""
-    return grpc.aio.insecure_channel(
-        target,
-        interceptors=[_UnaryUnary(token, deadline), _UnaryStream(token)],
-        options=_CHANNEL_OPTIONS,
-    )
+    """A channel to one of our services: TLS per ``tls`` (by default the process's settings)."""
+    settings = _default_tls if tls is PROCESS_DEFAULT else tls
+    interceptors = [_UnaryUnary(token, deadline), _UnaryStream(token)]
+    if settings is None:
+        return grpc.aio.insecure_channel(target, interceptors=interceptors, options=_CHANNEL_OPTIONS)
+    assert isinstance(settings, GrpcTls)
+    return grpc.aio.secure_channel(target, channel_credentials(settings), interceptors=interceptors,
+                                   options=_CHANNEL_OPTIONS)
 
 
 def bearer(token: str) -> tuple[tuple[str, str]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger("confidant.db")
@@ -65,19 +66,57 @@ async def apply_migrations(url: str, directory: Path) -> list[int]:
     return applied_now
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The database did not answer within the start-up wait; the message names its host."""
+
+
+def database_host(url: str) -> str:
+    """host:port of a connection URL or key=value string, for messages (never the URL: it may hold a password)."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(unparseable connection string)"
+    host = str(params.get("host") or params.get("hostaddr") or "the local socket")
+    return f"{host}:{params.get('port') or 5432}"
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """Why a connection attempt failed, with the password (should libpq ever echo it) removed."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        password = None
+    return text.replace(str(password), "***") if password else text
+
+
 async def wait_for_database(url: str, timeout_seconds: float = 30.0) -> None:
-    """Bounded retry at start-up; fail with the reason rather than hang."""
+    """Bounded retry at start-up: log each failed attempt's reason, and give up after
+    ``timeout_seconds`` with one sentence naming the host, rather than hang or crash-loop silently."""
+    host = database_host(url)
     deadline = time.monotonic() + timeout_seconds
+    attempt, pause = 0, 0.25
     while True:
+        attempt += 1
+        remaining = deadline - time.monotonic()
         try:
-            async with await psycopg.AsyncConnection.connect(url, connect_timeout=3):
+            # libpq's connect_timeout is whole seconds, at least 2; the outer timeout keeps the bound.
+            connect = psycopg.AsyncConnection.connect(url, connect_timeout=max(2, min(10, int(remaining) + 1)))
+            async with await asyncio.wait_for(connect, timeout=max(remaining, 0.5)):
+                if attempt > 1:
+                    log.info("database answered", extra={"fields": {"host": host, "attempt": attempt}})
                 return
-        except psycopg.OperationalError as exc:
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"The database did not answer within {timeout_seconds:.0f}s: {str(exc).strip()}"
-                ) from exc
-            await asyncio.sleep(0.5)
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            reason = _reason(exc, url) if isinstance(exc, psycopg.OperationalError) else "no answer in time"
+            log.warning("database not ready", extra={"fields": {"host": host, "attempt": attempt, "reason": reason}})
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DatabaseUnavailable(
+                    f"The database at {host} did not answer within {timeout_seconds:g} seconds "
+                    f"({attempt} attempts; the last said: {reason})."
+                ) from None
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, 2.0)
 
 
 async def open_pool(url: str, min_size: int = 1, max_size: int = 10, role: str | None = None) -> AsyncConnectionPool:
@@ -116,14 +155,17 @@ async def usable_role(url: str, role: str) -> bool:
 
 
 async def prepare_database(
-    url: str, migrations: Path, min_size: int = 1, max_size: int = 10, app_role: str | None = None
+    url: str, migrations: Path, min_size: int = 1, max_size: int = 10, app_role: str | None = None,
+    wait_seconds: float = 30.0,
 ) -> AsyncConnectionPool:
     """Wait for the database, migrate it and open the pool: every service's start-up.
 
     Migrations run as the login user; with ``app_role`` (when it exists and the login
     user is a member) the service's own queries run with that role's narrower rights.
+    (run_service has already waited CONFIDANT_DATABASE_WAIT_SECONDS; this wait is for
+    services built in-process.)
     """
-    await wait_for_database(url)
+    await wait_for_database(url, wait_seconds)
     await apply_migrations(url, migrations)
     role = None
     if app_role:

@@ -8,6 +8,16 @@ import os
 import secrets
 from pathlib import Path
 
+# Written beside keys that development generated; production mode refuses a directory holding it.
+DEVELOPMENT_KEYS_MARKER = "DEVELOPMENT-KEYS"
+
+
+def mark_development_keys(directory: Path) -> None:
+    """Say that ``directory`` holds generated development keys (services/common/config.py checks)."""
+    marker = directory / DEVELOPMENT_KEYS_MARKER
+    if not marker.exists():
+        marker.write_text("Keys in this directory were generated for development; production mode refuses them.\n")
+
 
 def load_key_file(path: Path, size: int, what: str, create_if_missing: bool, error: type[Exception]) -> bytes:
     """Read a base64 key of ``size`` bytes; in development, create it (mode 0600) when absent.
@@ -24,6 +34,7 @@ def load_key_file(path: Path, size: int, what: str, create_if_missing: bool, err
         else:
             with os.fdopen(fd, "w") as handle:
                 handle.write(base64.b64encode(secrets.token_bytes(size)).decode() + "\n")
+            mark_development_keys(path.parent)
     try:
         text = path.read_text().strip()
     except FileNotFoundError:

@@ -2,14 +2,51 @@
 
 Log calls pass identifiers (ids, counts, codes) in ``extra={"fields": {...}}``;
 never message text, names, emails or phone numbers.
+
+Every line written while a request is being handled carries its ``request_id``:
+the web edge makes one per HTTP request (or accepts a trusted proxy's), the gRPC
+interceptor takes it from the ``x-request-id`` metadata (or makes one), and
+outgoing channels forward it, so one request can be followed across services.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+import re
 import sys
 import time
+import uuid
+
+REQUEST_ID_METADATA = "x-request-id"
+# Ids we accept from outside (a proxy, a caller): short and harmless in a log line.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("confidant_request_id", default=None)
+
+
+def valid_request_id(value: str | None) -> bool:
+    return value is not None and _REQUEST_ID.fullmatch(value) is not None
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
+def set_request_id(value: str) -> contextvars.Token:
+    return _request_id.set(value)
+
+
+def reset_request_id(token: contextvars.Token) -> None:
+    try:
+        _request_id.reset(token)
+    except ValueError:
+        # A stream finalised from another task's context: nothing of ours to restore there.
+        _request_id.set(None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,6 +62,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        request_id = _request_id.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)

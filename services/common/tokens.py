@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from services.common.errors import Unauthenticated
 from services.common.identity import Principal
+from services.common.keyfiles import mark_development_keys
 
 AUDIENCE = "confidant"
 USER_TOKEN_ISSUER = "auth"
@@ -52,12 +53,13 @@ log = logging.getLogger("confidant.tokens")
 
 
 def generate_key_pair(keys_dir: Path, name: str) -> None:
-    """Write ``name.key`` and ``name.pub`` unless they exist (development keys)."""
+    """Write ``name.key`` and ``name.pub`` unless they exist (development keys, marked as such)."""
     keys_dir.mkdir(parents=True, exist_ok=True)
     private_path = keys_dir / f"{name}.key"
     public_path = keys_dir / f"{name}.pub"
     if private_path.exists() and public_path.exists():
         return
+    mark_development_keys(keys_dir)
     key = Ed25519PrivateKey.generate()
     private_path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())

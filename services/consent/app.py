@@ -51,4 +51,5 @@ async def create_service(config: ConsentConfig, provider: SmsProvider | None = N
         servicers=[(pb_grpc.add_ConsentServiceServicer_to_server, ConsentServicer(handlers),
                     "confidant.consent.v1.ConsentService")],
         cleanup=[close],
+        pool=pool,
     )

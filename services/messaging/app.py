@@ -78,4 +78,5 @@ async def create_service(config: MessagingConfig) -> GrpcService:
         background=[listener.run, hub.run, relay.run],
         stopping=[hub.close],
         cleanup=[close_channels, pool.close],
+        pool=pool,
     )

@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.aws import AwsSettings
-from services.common.config import DEFAULT_PORTS, PREFIX, CommonConfig, ConfigError, Env, service_target
+from services.common.config import (
+    DEFAULT_PORTS,
+    PREFIX,
+    CommonConfig,
+    ConfigError,
+    Env,
+    refuse_development_keys,
+    service_target,
+)
 
 DATA_KEY_FILE_NAME = "messaging-data.key"
 
@@ -16,8 +24,8 @@ DATA_KEY_FILE_NAME = "messaging-data.key"
 @dataclass(frozen=True)
 class MessagingConfig:
     common: CommonConfig
-    # The 32-byte key file (base64). Without a KMS key it wraps the practices' data keys;
-    # it also opens messages sealed with it directly before per-practice keys (version 0).
+    # The 32-byte key file (base64). Without a KMS key (development only) it wraps the practices'
+    # data keys; it also opens messages sealed with it directly before per-practice keys (version 0).
     data_key_file: Path
     auth_target: str
     notify_target: str
@@ -52,16 +60,18 @@ class MessagingConfig:
         explicit_key_file = env.optional("MESSAGING_DATA_KEY_FILE") is not None
         data_key_file = env.path("MESSAGING_DATA_KEY_FILE", str(common.keys_dir / DATA_KEY_FILE_NAME))
         kms_key_id = env.optional("MESSAGING_KMS_KEY_ID")
-        if not common.development and not data_key_file.is_file():
+        if not common.development:
             if not kms_key_id:
                 raise ConfigError(
-                    f"Production mode needs {PREFIX}MESSAGING_KMS_KEY_ID (an AWS KMS key) or the message "
-                    f"data key {data_key_file}, which does not exist and is never created in production."
+                    f"Production mode needs {PREFIX}MESSAGING_KMS_KEY_ID (the AWS KMS key that wraps each "
+                    "practice's message data keys); a key file is for development only."
                 )
-            if explicit_key_file:
+            if explicit_key_file and not data_key_file.is_file():
                 raise ConfigError(
                     f"The message data key {data_key_file} ({PREFIX}MESSAGING_DATA_KEY_FILE) does not exist."
                 )
+            # A key file beside KMS still opens what it sealed before KMS; never a generated one.
+            refuse_development_keys(env, common.keys_dir, data_key_file)
         aws = AwsSettings.load(env)
         return cls(
             common=common,

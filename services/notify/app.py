@@ -81,4 +81,7 @@ async def create_service(
                     "confidant.notify.v1.NotifyService")],
         background=background,
         cleanup=[close],
+        # notify serves its own registry (above): the request and pool series join it.
+        metrics=metrics.metrics,
+        pool=pool,
     )

@@ -19,7 +19,7 @@ from confidant.auth.v1 import auth_service_pb2 as pb
 from services.auth.config import AuthConfig
 from services.common.config import ConfigError
 from tests.auth.harness import PASSWORD, rpc_error
-from tests.support import service_env
+from tests.runtime.production import production_env
 
 WRONG_CODE = "The authentication code is not correct."
 EXPIRED = "This sign-in has expired. Please sign in again."
@@ -295,8 +295,8 @@ async def test_who_may_call_the_mfa_rpcs(auth, clinician):
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_production_needs_the_mfa_key(tmp_path, keys_dir):
-    env = service_env(keys_dir, mode="production", auth_database_url="postgresql://x/y",
-                      auth_mfa_key_file=str(tmp_path / "missing.key"))
+def test_production_needs_the_mfa_key(tmp_path):
+    env = production_env(tmp_path, auth_database_url="postgresql://x/y",
+                         auth_mfa_key_file=str(tmp_path / "missing.key"))
     with pytest.raises(ConfigError, match="MFA data key"):
         AuthConfig.load(env)

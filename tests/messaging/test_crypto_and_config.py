@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import stat
 
 import pytest
@@ -18,6 +19,7 @@ from services.messaging.crypto import (
     body_digest,
     load_data_key,
 )
+from tests.runtime.production import production_env
 from tests.support import service_env
 
 
@@ -109,20 +111,20 @@ def test_config_defaults_and_overrides(keys_dir, tmp_path):
 
 
 def _production(tmp_path, **settings: str) -> Env:
-    values = {
-        "CONFIDANT_MODE": "production",
-        "CONFIDANT_KEYS_DIR": str(tmp_path),
-        "CONFIDANT_MESSAGING_DATABASE_URL": "postgresql:///x",
-    }
-    values.update({f"CONFIDANT_{name.upper()}": value for name, value in settings.items()})
-    return Env(values)
+    return production_env(tmp_path, messaging_database_url="postgresql:///x", **settings)
+
+
+NEEDS_KMS = (
+    "Production mode needs CONFIDANT_MESSAGING_KMS_KEY_ID (the AWS KMS key that wraps each practice's "
+    "message data keys); a key file is for development only."
+)
 
 
 def test_production_refuses_to_start_without_kms_or_the_key_file(tmp_path):
     absent = str(tmp_path / "absent.key")
-    with pytest.raises(ConfigError, match="needs CONFIDANT_MESSAGING_KMS_KEY_ID .* does not exist"):
+    with pytest.raises(ConfigError, match=re.escape(NEEDS_KMS)):
         MessagingConfig.load(_production(tmp_path, messaging_data_key_file=absent))
-    with pytest.raises(ConfigError, match="needs CONFIDANT_MESSAGING_KMS_KEY_ID"):
+    with pytest.raises(ConfigError, match=re.escape(NEEDS_KMS)):
         MessagingConfig.load(_production(tmp_path))  # the default path, absent too
     # A key file named explicitly must exist, even beside KMS.
     with pytest.raises(ConfigError, match=r"absent.key \(CONFIDANT_MESSAGING_DATA_KEY_FILE\) does not exist"):
@@ -130,10 +132,15 @@ def test_production_refuses_to_start_without_kms_or_the_key_file(tmp_path):
     assert not (tmp_path / "absent.key").exists()
 
 
-def test_production_starts_with_kms_alone_or_with_the_key_file(tmp_path):
+def test_production_starts_with_kms_alone_and_refuses_the_key_file_alone(tmp_path):
     kms = MessagingConfig.load(_production(tmp_path, messaging_kms_key_id="alias/confidant"))
     assert kms.kms_key_id == "alias/confidant" and not kms.data_key_file.exists()
     key_file = tmp_path / "mounted.key"
     key_file.write_text(base64.b64encode(b"k" * 32).decode())
-    mounted = MessagingConfig.load(_production(tmp_path, messaging_data_key_file=str(key_file)))
-    assert mounted.kms_key_id is None and mounted.data_key_file == key_file
+    # By design a mounted key file no longer stands in for KMS in production...
+    with pytest.raises(ConfigError, match=re.escape(NEEDS_KMS)):
+        MessagingConfig.load(_production(tmp_path, messaging_data_key_file=str(key_file)))
+    # ...but beside KMS it is kept, to open what it sealed before KMS.
+    both = MessagingConfig.load(
+        _production(tmp_path, messaging_data_key_file=str(key_file), messaging_kms_key_id="alias/confidant"))
+    assert both.kms_key_id == "alias/confidant" and both.data_key_file == key_file

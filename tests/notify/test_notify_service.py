@@ -18,6 +18,7 @@ from services.notify.config import NotifyConfig
 from services.notify.render import MESSAGE_EMAIL_SUBJECT
 from tests.consent.harness import new_phone, rpc_error
 from tests.notify.conftest import PUBLIC_URL, in_production, notify_config, notify_service
+from tests.runtime.production import production_env
 from tests.support import channel, service_env, unique
 
 CANARY = "CANARY-the-session-notes-say-xyzzy"
@@ -215,12 +216,12 @@ async def test_the_mailbox_is_refused_in_production_mode(stack, fresh_database, 
         assert err.details() == "The development mailbox exists only in development mode."
 
 
-def test_production_mode_without_a_real_transport_refuses_to_start(keys_dir):
-    base = {"notify_database_url": "postgresql://unused", "mode": "production"}
+def test_production_mode_without_a_real_transport_refuses_to_start(keys_dir, tmp_path):
+    base = {"notify_database_url": "postgresql://unused"}
     with pytest.raises(ConfigError, match="Production mode needs an email and SMS transport"):
-        NotifyConfig.load(service_env(keys_dir, **base))
+        NotifyConfig.load(production_env(tmp_path, **base))
     with pytest.raises(ConfigError, match="cannot be used in production"):
-        NotifyConfig.load(service_env(keys_dir, notify_transport="mailbox", **base))
+        NotifyConfig.load(production_env(tmp_path, notify_transport="mailbox", **base))
     with pytest.raises(ConfigError, match="PUBLIC_URL"):
         NotifyConfig.load(service_env(keys_dir, notify_database_url="postgresql://unused", public_url="example"))
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+
 import pytest
 
 from services.common.clock import ManualClock
-from services.common.config import ConfigError
+from services.common.config import ConfigError, Env
 from services.common.db import open_pool
 from services.notify.config import NotifyConfig
 from services.notify.metrics import NotifyMetrics
@@ -20,20 +23,30 @@ from services.notify.transports import (
     aws_error,
     build_transports,
 )
+from tests.runtime.production import production_settings
 from tests.support import service_env
 
 BASE = {"notify_database_url": "postgresql://unused"}
-PRODUCTION = {**BASE, "mode": "production"}
 SES = {"notify_email_transport": "ses", "notify_email_from": "alerts@confidant.example"}
 
 
-def load(keys_dir, **settings) -> NotifyConfig:
-    return NotifyConfig.load(service_env(keys_dir, **settings))
+def load(where: Path | Mapping[str, str], **settings) -> NotifyConfig:
+    """Development with the test keys directory ``where``, or production over ``where``'s
+    complete production settings (the ``production`` fixture)."""
+    if isinstance(where, Path):
+        return NotifyConfig.load(service_env(where, **settings))
+    return NotifyConfig.load(Env({**where, **{f"CONFIDANT_{key.upper()}": value for key, value in settings.items()}}))
 
 
-def refused(keys_dir, words: str, **settings) -> None:
+def refused(where: Path | Mapping[str, str], words: str, **settings) -> None:
     with pytest.raises(ConfigError, match=words):
-        load(keys_dir, **settings)
+        load(where, **settings)
+
+
+@pytest.fixture
+def production(tmp_path) -> dict[str, str]:
+    """Everything production mode needs besides notify's transports (tests/runtime/production.py)."""
+    return {**production_settings(tmp_path / "production"), "CONFIDANT_NOTIFY_DATABASE_URL": "postgresql://unused"}
 
 
 def test_development_uses_the_mailbox_and_the_old_setting_still_works(keys_dir):
@@ -46,43 +59,43 @@ def test_development_uses_the_mailbox_and_the_old_setting_still_works(keys_dir):
     refused(keys_dir, "NOTIFY_TRANSPORT can only be mailbox", **BASE, notify_transport="ses")
 
 
-def test_production_needs_real_providers_and_their_settings(keys_dir):
-    refused(keys_dir, "Production mode needs an email and SMS transport", **PRODUCTION)
-    refused(keys_dir, "Production mode needs an email and SMS transport", **PRODUCTION, **SES)
-    refused(keys_dir, "cannot be used in production", **PRODUCTION, **SES, notify_sms_transport="mailbox")
-    refused(keys_dir, "needs CONFIDANT_NOTIFY_EMAIL_FROM", **PRODUCTION, notify_email_transport="ses",
+def test_production_needs_real_providers_and_their_settings(keys_dir, production):
+    refused(production, "Production mode needs an email and SMS transport")
+    refused(production, "Production mode needs an email and SMS transport", **SES)
+    refused(production, "cannot be used in production", **SES, notify_sms_transport="mailbox")
+    refused(production, "needs CONFIDANT_NOTIFY_EMAIL_FROM", notify_email_transport="ses",
             notify_sms_transport="sns")
-    refused(keys_dir, "must be a bare email address", **PRODUCTION, notify_email_transport="ses",
+    refused(production, "must be a bare email address", notify_email_transport="ses",
             notify_email_from="Lakeside <alerts@x.test>", notify_sms_transport="sns")
     refused(keys_dir, "NOTIFY_EMAIL_TRANSPORT must be one of ses, smtp, mailbox", **BASE,
             notify_email_transport="sendgrid")
     refused(keys_dir, "NOTIFY_SMS_TRANSPORT must be one of sns, mailbox, none", **BASE, notify_sms_transport="twilio")
 
-    config = load(keys_dir, **PRODUCTION, **SES, notify_sms_transport="sns", aws_region="eu-west-1",
+    config = load(production, **SES, notify_sms_transport="sns", aws_region="eu-west-1",
                   notify_ses_configuration_set="confidant-feedback")
     assert (config.email_transport, config.sms_transport, config.aws.region) == ("ses", "sns", "eu-west-1")
     transports = build_transports(config, storage=None)
     assert isinstance(transports.email, SesTransport) and isinstance(transports.sms, SnsTransport)
     # No texts at all is a choice a deployment may make.
-    assert build_transports(load(keys_dir, **PRODUCTION, **SES, notify_sms_transport="none"), None).sms is None
+    assert build_transports(load(production, **SES, notify_sms_transport="none"), None).sms is None
 
 
-def test_smtp_settings(keys_dir, tmp_path):
-    smtp = {**PRODUCTION, "notify_email_transport": "smtp", "notify_sms_transport": "none",
+def test_smtp_settings(production, tmp_path):
+    smtp = {"notify_email_transport": "smtp", "notify_sms_transport": "none",
             "notify_email_from": "alerts@lakeside.test"}
-    refused(keys_dir, "needs CONFIDANT_NOTIFY_SMTP_HOST", **smtp)
-    refused(keys_dir, "starttls or tls", **smtp, notify_smtp_host="mail.lakeside.test", notify_smtp_security="none")
-    refused(keys_dir, "go together", **smtp, notify_smtp_host="mail.lakeside.test", notify_smtp_username="u")
-    refused(keys_dir, "does not exist", **smtp, notify_smtp_host="mail.lakeside.test",
+    refused(production, "needs CONFIDANT_NOTIFY_SMTP_HOST", **smtp)
+    refused(production, "starttls or tls", **smtp, notify_smtp_host="mail.lakeside.test", notify_smtp_security="none")
+    refused(production, "go together", **smtp, notify_smtp_host="mail.lakeside.test", notify_smtp_username="u")
+    refused(production, "does not exist", **smtp, notify_smtp_host="mail.lakeside.test",
             notify_smtp_ca_file=str(tmp_path / "missing.pem"))
     secret = tmp_path / "smtp-password"
     secret.write_text("relay-secret\n")
-    config = load(keys_dir, **smtp, notify_smtp_host="mail.lakeside.test", notify_smtp_username="confidant",
+    config = load(production, **smtp, notify_smtp_host="mail.lakeside.test", notify_smtp_username="confidant",
                   notify_smtp_password_file=str(secret))
     assert config.smtp is not None
     assert (config.smtp.port, config.smtp.security, config.smtp.password) == (587, "starttls", "relay-secret")
     assert "relay-secret" not in repr(config.smtp)
-    assert load(keys_dir, **smtp, notify_smtp_host="h", notify_smtp_security="tls").smtp.port == 465
+    assert load(production, **smtp, notify_smtp_host="h", notify_smtp_security="tls").smtp.port == 465
     assert isinstance(build_transports(config, None).email, SmtpTransport)
 
 
