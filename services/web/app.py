@@ -12,10 +12,20 @@ from services.web.middlewares import (
     access_log_middleware,
     csrf_middleware,
     error_middleware,
+    request_context_middleware,
     security_headers,
 )
-from services.web.resources import CONFIG, LIVE, LiveStreams, grpc_backends
+from services.web.resources import (
+    CONFIG,
+    LIVE,
+    METRICS,
+    LiveStreams,
+    WebMetrics,
+    grpc_backends,
+    metrics_endpoint,
+)
 from services.web.routes import setup_routes
+from services.web.ses_feedback import ses_verifier
 from services.web.session import session_middleware, stale_cookie_middleware
 from services.web.sns_signature import Fetcher
 
@@ -36,6 +46,7 @@ def create_app(config: WebConfig, *, sns_fetcher: Fetcher | None = None) -> web.
     by default over verified HTTPS from the SNS host."""
     app = web.Application(
         middlewares=[
+            request_context_middleware,
             access_log_middleware,
             stale_cookie_middleware,
             error_middleware,
@@ -46,11 +57,15 @@ def create_app(config: WebConfig, *, sns_fetcher: Fetcher | None = None) -> web.
     )
     app[CONFIG] = config
     app[LIVE] = LiveStreams()
+    app[METRICS] = WebMetrics()
     app.cleanup_ctx.append(grpc_backends)
+    app.cleanup_ctx.append(metrics_endpoint)
+    if sns_fetcher is not None:
+        app[SNS_FETCHER] = sns_fetcher
     if config.sns_topic_arns:
-        if sns_fetcher is not None:
-            app[SNS_FETCHER] = sns_fetcher
         app.cleanup_ctx.append(sns_verifier)
+    if config.ses_topic_arns:
+        app.cleanup_ctx.append(ses_verifier)
     app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_end_live_streams)
     setup_routes(app, config)

@@ -2,9 +2,10 @@
 
 - /clients: the Clients list (search as you type, "Load more") and "Add client";
 - /clients/{id}: Client Info (name and email from auth, "Phone number" and
-  "Text message ok" from consent) and the client's secure messaging switch;
+  "Text message ok" from consent, "Discreet notifications" from notify) and the
+  client's secure messaging switch;
 - /settings: the practice's messaging settings (the owner changes them, other
-  staff read them).
+  staff read them), and the owner's "Send failed alerts again".
 
 Every page works without the script (plain forms and GET links); the script
 only makes the search answer while typing. Each service checks again who may
@@ -23,6 +24,7 @@ from aiohttp import web
 from confidant.auth.v1 import auth_service_pb2 as auth_pb
 from confidant.consent.v1 import consent_service_pb2 as consent_pb
 from confidant.messaging.v1 import messaging_service_pb2 as msg_pb
+from confidant.notify.v1 import notify_service_pb2 as notify_pb
 
 from services.web.api import (
     CLIENTS_PAGE_SIZE,
@@ -42,6 +44,7 @@ from services.web.views import see_other, staff_layout
 
 NO_SUCH_CLIENT = "No such client in your practice."
 OWNER_ONLY = "Only the practice owner can change the practice's settings."
+REQUEUE_OWNER_ONLY = "Only the practice owner can send failed alerts again."
 
 # Answers of the services that a person can act on from the page; anything else is the error page.
 _SHOWN = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION,
@@ -122,6 +125,10 @@ $message
 $phone_error
 <label class="check"><input type="checkbox" name="text_ok" value="1" $text_ok> Text message ok</label>
 <p class="$state_css" id="client-phone-state" data-role="consent-state">$phone_state</p>
+<label class="check"><input type="checkbox" name="discreet" value="1" $discreet
+ aria-describedby="client-discreet-hint"> Discreet notifications</label>
+<p class="muted small hint" id="client-discreet-hint">A neutral sender name and subject on this client's alerts,
+ for clients with safety concerns.</p>
 <button type="submit" class="primary">Save</button>
 </form>
 </section>
@@ -250,7 +257,16 @@ $message
 </fieldset>
 $save
 </form>
+$failed_alerts
 </main>"""
+
+FAILED_ALERTS = """<form method="post" action="/settings/failed-alerts" class="card stack"
+ aria-labelledby="failed-alerts-heading">
+<h2 id="failed-alerts-heading">Failed alerts</h2>
+<p class="muted small">Emails and texts to clients and staff that could not be sent after every retry. Once the
+ cause is fixed (for example, the email provider is reachable again), send them again.</p>
+<button type="submit">Send failed alerts again</button>
+</form>"""
 
 
 # ---------------------------------------------------------------- the Clients list
@@ -342,7 +358,7 @@ async def _client_page(request: web.Request, person: Person, client: auth_pb.Use
                        form: dict[str, str] | None = None) -> web.Response:
     """``phone_error``: consent refused the phone number; it is shown next to the field."""
     backends = request.app[BACKENDS]
-    messaging, phone, settings, ledger = await asyncio.gather(
+    messaging, phone, settings, ledger, alerts = await asyncio.gather(
         backends.messaging.GetClientMessaging(
             msg_pb.GetClientMessagingRequest(client_id=client.user_id), metadata=person.metadata
         ),
@@ -351,6 +367,9 @@ async def _client_page(request: web.Request, person: Person, client: auth_pb.Use
         ),
         backends.messaging.GetPracticeSettings(msg_pb.GetPracticeSettingsRequest(), metadata=person.metadata),
         backends.consent.ListLedger(consent_pb.ListLedgerRequest(client_id=client.user_id), metadata=person.metadata),
+        backends.notify.GetClientNotificationSettings(
+            notify_pb.GetClientNotificationSettingsRequest(client_id=client.user_id), metadata=person.metadata
+        ),
     )
     name = client.display_name
     if not settings.settings.secure_messaging_enabled:
@@ -374,6 +393,7 @@ async def _client_page(request: web.Request, person: Person, client: auth_pb.Use
         name=form.get("display_name", client.display_name), email=form.get("email", client.email),
         phone=form.get("phone_number", phone.phone.phone_number),
         text_ok=_checked(form["text_ok"] == "1" if "text_ok" in form else phone.phone.text_ok),
+        discreet=_checked(form["discreet"] == "1" if "discreet" in form else alerts.settings.discreet),
         phone_invalid=Safe('aria-invalid="true" aria-describedby="client-phone-error client-phone-state"')
         if phone_error else Safe('aria-describedby="client-phone-state"'),
         phone_error=render('<p class="error" role="alert" id="client-phone-error">$e</p>', e=phone_error)
@@ -402,6 +422,7 @@ async def save_client(request: web.Request, person: Person) -> web.Response:
         "email": str(posted.get("email", "")).strip()[:MAX_EMAIL_LENGTH],
         "phone_number": str(posted.get("phone_number", "")).strip()[:40],
         "text_ok": "1" if posted.get("text_ok") == "1" else "0",
+        "discreet": "1" if posted.get("discreet") == "1" else "0",
     }
     if not form["display_name"] or not form["email"]:
         return await _client_page(request, person, client, error="Enter the client's name and email address.",
@@ -438,7 +459,27 @@ async def save_client(request: web.Request, person: Person) -> web.Response:
                                       form=form)
         return await _client_page(request, person, client, error=f"{error} {message}".strip(), status=status,
                                   form=form)
+    try:
+        await _save_discreet(request, person, client.user_id, form["discreet"] == "1")
+    except grpc.aio.AioRpcError as exc:
+        message, status = _shown(exc)
+        error = "The other details were saved, but “Discreet notifications” was not."
+        return await _client_page(request, person, client, error=f"{error} {message}", status=status, form=form)
     return see_other(f"/clients/{client.user_id}?saved=1")
+
+
+async def _save_discreet(request: web.Request, person: Person, client_id: str, discreet: bool) -> None:
+    """The client's discreet alerts to notify, only when the box changed."""
+    notify = request.app[BACKENDS].notify
+    current = await notify.GetClientNotificationSettings(
+        notify_pb.GetClientNotificationSettingsRequest(client_id=client_id), metadata=person.metadata
+    )
+    if current.settings.discreet != discreet:
+        await notify.SetClientNotificationSettings(
+            notify_pb.SetClientNotificationSettingsRequest(
+                settings=notify_pb.ClientNotificationSettings(client_id=client_id, discreet=discreet)),
+            metadata=person.metadata,
+        )
 
 
 @staff_page
@@ -479,12 +520,18 @@ async def _settings_page(request: web.Request, person: Person, *, error: str = "
         )
         settings = reply.settings
     notice = "Settings saved." if request.query.get("saved") == "1" and not error else ""
+    requeued = request.query.get("requeued", "")
+    if requeued.isdigit() and not error:
+        count = int(requeued)
+        notice = (f"{count} failed alert{' is' if count == 1 else 's are'} being sent again." if count
+                  else "There were no failed alerts to send again.")
     save = (Safe('<button type="submit" class="primary">Save</button>') if owner
             else render('<p class="muted">$m</p>', m="Only the practice owner can change these settings."))
     content = render(
         SETTINGS, message=message_box(error, notice), disabled=Safe("") if owner else Safe("disabled"),
         secure=_checked(settings.secure_messaging_enabled), auto=_checked(settings.auto_enable_new_clients),
         team=_checked(settings.team_messaging_enabled), save=save,
+        failed_alerts=render(FAILED_ALERTS) if owner else Safe(""),
     )
     return await staff_layout(request, person, "Settings", content, status)
 
@@ -513,3 +560,17 @@ async def save_settings(request: web.Request, person: Person) -> web.Response:
         return await _settings_page(request, person, error=message, status=status, wanted=wanted)
     return see_other("/settings?saved=1")
 
+
+@staff_page
+async def requeue_failed_alerts(request: web.Request, person: Person) -> web.Response:
+    """Settings' "Send failed alerts again": notify requeues the practice's failed alerts (the owner)."""
+    if person.role != "owner":
+        raise HttpError(403, REQUEUE_OWNER_ONLY)
+    try:
+        reply = await request.app[BACKENDS].notify.RequeueFailedJobs(
+            notify_pb.RequeueFailedJobsRequest(), metadata=person.metadata
+        )
+    except grpc.aio.AioRpcError as exc:
+        message, status = _shown(exc)
+        return await _settings_page(request, person, error=message, status=status)
+    return see_other(f"/settings?requeued={reply.requeued}")

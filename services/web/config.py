@@ -7,13 +7,24 @@ it shares with the services and a few of its own.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from services.common.config import PREFIX, ConfigError, Env, service_target
+from services.common.config import (
+    DEFAULT_KEYS_DIR,
+    PREFIX,
+    ConfigError,
+    Env,
+    GrpcTls,
+    listen_address,
+    refuse_development_keys,
+    refuse_plaintext_grpc,
+    service_target,
+)
 
 GRPC_SERVICES = ("auth", "messaging", "consent", "notify")
 DEFAULT_WEB_PORT = 8080
@@ -31,6 +42,33 @@ def split_listen(listen: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{PREFIX}WEB_LISTEN must look like host:port, not {listen!r}.")
     return host.strip("[]"), int(port)
+
+
+def _topic_arns(env: Env, name: str) -> tuple[str, ...]:
+    """A comma-separated list of SNS topic ARNs (empty: none)."""
+    arns = tuple(arn.strip() for arn in env.str(name, "").split(",") if arn.strip())
+    for arn in arns:
+        if not SNS_TOPIC_ARN.fullmatch(arn):
+            raise ConfigError(f"{PREFIX}{name} must list SNS topic ARNs (arn:aws:sns:region:account:name), "
+                              f"not {arn!r}.")
+    return arns
+
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_proxies(env: Env) -> tuple[IpNetwork, ...]:
+    """CONFIDANT_WEB_TRUSTED_PROXIES: comma-separated addresses or CIDRs (none by default)."""
+    networks = []
+    for item in env.str("WEB_TRUSTED_PROXIES", "").split(","):
+        if not item.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"{PREFIX}WEB_TRUSTED_PROXIES must list addresses or CIDR ranges (such as "
+                              f"10.0.0.0/8), not {item.strip()!r}.") from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True)
@@ -60,6 +98,14 @@ class WebConfig:
     sns_topic_arns: tuple[str, ...] = ()
     # Twilio's auth token, which signs its posts to /webhooks/sms/twilio.
     twilio_auth_token: str = field(default="", repr=False)
+    # SNS topics of Amazon SES delivery feedback accepted at /webhooks/ses (services/web/ses_feedback.py).
+    ses_topic_arns: tuple[str, ...] = ()
+    # TLS to the gRPC services (None: plaintext, development only).
+    grpc_tls: GrpcTls | None = None
+    # Where GET /metrics answers (None: not served).
+    metrics_listen: str | None = None
+    # Peers whose X-Forwarded-For and X-Request-Id are believed (the ingress controller).
+    trusted_proxies: tuple[IpNetwork, ...] = ()
 
     @property
     def development(self) -> bool:
@@ -90,18 +136,21 @@ class WebConfig:
                 "(browsers refuse such a cookie without Secure)."
             )
 
-        sns_topic_arns = tuple(arn.strip() for arn in env.str("WEB_SNS_TOPIC_ARNS", "").split(",") if arn.strip())
-        for arn in sns_topic_arns:
-            if not SNS_TOPIC_ARN.fullmatch(arn):
-                raise ConfigError(f"{PREFIX}WEB_SNS_TOPIC_ARNS must list SNS topic ARNs (arn:aws:sns:region:account:name), "
-                                  f"not {arn!r}.")
+        sns_topic_arns = _topic_arns(env, "WEB_SNS_TOPIC_ARNS")
+        ses_topic_arns = _topic_arns(env, "WEB_SES_TOPIC_ARNS")
+
+        keys_dir = env.path("KEYS_DIR", DEFAULT_KEYS_DIR)
+        grpc_tls = GrpcTls.load(env)
+        if mode == "production":
+            refuse_development_keys(env, keys_dir)
+            refuse_plaintext_grpc(grpc_tls)
 
         positive_int, positive_float = env.positive_int, env.positive_float
         return cls(
             mode=mode,
             listen=listen,
             public_url=public_url,
-            keys_dir=env.path("KEYS_DIR", ".data/keys"),
+            keys_dir=keys_dir,
             log_level=env.str("LOG_LEVEL", "INFO"),
             targets={svc: service_target(env, svc) for svc in GRPC_SERVICES},
             session_cookie_name=session_cookie_name,
@@ -114,4 +163,8 @@ class WebConfig:
             shutdown_grace_seconds=positive_float("SHUTDOWN_GRACE_SECONDS", 10.0),
             sns_topic_arns=sns_topic_arns,
             twilio_auth_token=env.str("WEB_TWILIO_AUTH_TOKEN", ""),
+            ses_topic_arns=ses_topic_arns,
+            grpc_tls=grpc_tls,
+            metrics_listen=listen_address(env, "WEB_METRICS_LISTEN"),
+            trusted_proxies=trusted_proxies(env),
         )

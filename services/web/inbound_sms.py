@@ -22,9 +22,9 @@ from aiohttp import web
 from confidant.consent.v1 import consent_service_pb2 as consent_pb
 from confidant.notify.v1 import notify_service_pb2 as notify_pb
 
-from services.web import sns_signature, twilio_signature
+from services.web import sns_envelope, twilio_signature
 from services.web.resources import BACKENDS, CONFIG, Backends
-from services.web.sns_signature import Fetcher, HttpsFetcher, SnsRefused, SnsUnavailable, SnsVerifier
+from services.web.sns_signature import Fetcher, HttpsFetcher, SnsVerifier
 
 log = logging.getLogger("confidant.web.sms")
 
@@ -37,11 +37,6 @@ SNS_VERIFIER = web.AppKey("sns_verifier", SnsVerifier)
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 FORM = "application/x-www-form-urlencoded"
-# Fields every SNS message carries; without them it is malformed (400). The signature's own
-# fields are the verifier's: a message without them is unauthenticated (403).
-_SNS_REQUIRED = ("Type", "MessageId", "TopicArn", "Message", "Timestamp")
-_SNS_TYPES = (sns_signature.NOTIFICATION, sns_signature.SUBSCRIPTION_CONFIRMATION,
-              sns_signature.UNSUBSCRIBE_CONFIRMATION)
 # The two-way SMS payload SNS carries in a Notification's Message.
 _SMS_FIELDS = ("originationNumber", "destinationNumber", "messageBody", "inboundMessageId")
 
@@ -78,26 +73,10 @@ def _refuse(status: int, text: str, provider: str, reason: str) -> web.Response:
 
 async def sns_webhook(request: web.Request) -> web.Response:
     try:
-        message = json.loads(await request.read())
-    except ValueError:  # also UnicodeDecodeError
-        return _refuse(400, "The body is not an SNS message.", "sns", "not JSON")
-    if not isinstance(message, dict) or not all(isinstance(message.get(k), str) for k in _SNS_REQUIRED):
-        return _refuse(400, "The body is not an SNS message.", "sns", "fields missing")
-    kind = message["Type"]
-    if kind not in _SNS_TYPES or request.headers.get("x-amz-sns-message-type", kind) != kind:
-        return _refuse(400, "Unknown SNS message type.", "sns", "type")
-    verifier = request.app[SNS_VERIFIER]
-    try:
-        await verifier.verify(message)
-        if kind == sns_signature.SUBSCRIPTION_CONFIRMATION:
-            await verifier.confirm_subscription(message)
-    except SnsRefused as exc:
-        return _refuse(403, "The message could not be authenticated.", "sns", str(exc))
-    except SnsUnavailable as exc:
-        return _refuse(503, "The message cannot be verified right now.", "sns", f"fetch failed: {exc}")
-    if kind != sns_signature.NOTIFICATION:
-        # Confirmed above, or (an unsubscribe) only noted: we never subscribe again by ourselves.
-        log.info("sns subscription message", extra={"fields": {"sns_message_id": message["MessageId"], "type": kind}})
+        message = await sns_envelope.verified_notification(request, request.app[SNS_VERIFIER], log)
+    except sns_envelope.Refusal as refusal:
+        return _refuse(refusal.status, refusal.text, "sns", refusal.reason)
+    if message is None:  # a subscription message, handled
         return web.Response(text="OK")
     try:
         sms = json.loads(message["Message"])

@@ -1,4 +1,5 @@
-"""Cross-cutting request handling: access log, errors, CSRF, security headers.
+"""Cross-cutting request handling: the client's address and request id, access log and
+metrics, errors, CSRF, security headers.
 
 One error middleware turns gRPC status codes (and the edge's own ``HttpError``)
 into HTTP: JSON ``{"error": "..."}`` under /api, an HTML page elsewhere.
@@ -6,16 +7,20 @@ into HTTP: JSON ``{"error": "..."}`` under /api, an HTML page elsewhere.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import grpc
 from aiohttp import web
 
+from services.common.logs import new_request_id, reset_request_id, set_request_id, valid_request_id
 from services.web import templates
+from services.web.config import IpNetwork
 from services.web.errors import FALLBACK_MESSAGES, HttpError, from_rpc_error
-from services.web.resources import CONFIG
+from services.web.resources import CONFIG, METRICS
 from services.web.session import PERSON, SESSION_ENDED_MESSAGE, WEBHOOK_PREFIX, sign_in_url
 
 log = logging.getLogger("confidant.web")
@@ -27,6 +32,8 @@ CONTENT_SECURITY_POLICY = (
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Pages whose URL carries a secret token (magic links, credential links).
 LINK_PAGES = ("/m/", "/credentials/")
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def is_api(request: web.Request) -> bool:
@@ -46,6 +53,55 @@ def error_response(request: web.Request, status: int, message: str) -> web.Respo
     return web.Response(text=templates.error_page(status, message, home), status=status, content_type="text/html")
 
 
+def _trusted(address: str | None, proxies: tuple[IpNetwork, ...]) -> bool:
+    if not address or not proxies:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in proxies)
+
+
+def client_address(peer: str | None, forwarded_for: Iterable[str], proxies: tuple[IpNetwork, ...]) -> str | None:
+    """The address throttling and audit use: the peer, unless the peer is a trusted proxy; then
+    the right-most address in X-Forwarded-For that is not a trusted proxy (proxies append the
+    address they saw, so entries left of that one are whatever the client claimed)."""
+    if not _trusted(peer, proxies):
+        return peer
+    hops = [hop.strip() for header in forwarded_for for hop in header.split(",")]
+    client = peer
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # not written by a proxy of ours: stop at the last hop we can vouch for
+        client = hop
+        if not _trusted(hop, proxies):
+            break
+    return client
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler):
+    """First of all: the request id every log line of this request (here and in the services it
+    calls) carries, and the client's address behind a trusted proxy (``request.remote``)."""
+    proxies = request.app[CONFIG].trusted_proxies
+    supplied = request.headers.get(REQUEST_ID_HEADER)
+    from_proxy = _trusted(request.remote, proxies)
+    request_id = supplied if from_proxy and valid_request_id(supplied) else new_request_id()
+    request[REQUEST_ID] = request_id  # before clone(): the response header reads it from either request
+    reset = set_request_id(request_id)
+    try:
+        if from_proxy:
+            client = client_address(request.remote, request.headers.getall("X-Forwarded-For", ()), proxies)
+            if client != request.remote:
+                request = request.clone(remote=client)
+        return await handler(request)
+    finally:
+        reset_request_id(reset)
+
+
 @web.middleware
 async def access_log_middleware(request: web.Request, handler):
     started = time.perf_counter()
@@ -59,14 +115,17 @@ async def access_log_middleware(request: web.Request, handler):
         raise
     finally:
         person = request.get(PERSON)
+        seconds = time.perf_counter() - started
+        route = route_name(request)
+        request.app[METRICS].observe(request.method, route, status, seconds)
         log.info(
             "http",
             extra={
                 "fields": {
                     "method": request.method,
-                    "route": route_name(request),
+                    "route": route,
                     "status": status,
-                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                    "ms": round(seconds * 1000, 2),
                     "user": getattr(person, "user_id", None),
                 }
             },
@@ -172,6 +231,9 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     # with Sec-Fetch-Site: same-origin.
     headers["Referrer-Policy"] = "no-referrer" if request.path.startswith(LINK_PAGES) else "same-origin"
     headers["X-Content-Type-Options"] = "nosniff"
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        headers[REQUEST_ID_HEADER] = request_id
     headers["Cross-Origin-Opener-Policy"] = "same-origin"
     if request.path.startswith("/static/"):
         headers["Cache-Control"] = "no-cache"

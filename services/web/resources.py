@@ -1,6 +1,6 @@
-"""What the web edge holds while it runs: its configuration and the gRPC stubs.
+"""What the web edge holds while it runs: its configuration, the gRPC stubs and its metrics.
 
-Both live on the application under typed keys (aiohttp's "No Singletons
+They live on the application under typed keys (aiohttp's "No Singletons
 Please"); the channels are opened and closed by ``grpc_backends``, a cleanup
 context, so a test can build as many independent apps as it likes.
 """
@@ -8,6 +8,7 @@ context, so a test can build as many independent apps as it likes.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -20,8 +21,13 @@ from confidant.notify.v1 import notify_service_pb2_grpc as notify_grpc
 from grpc_health.v1 import health_pb2_grpc
 
 from services.common.clients import open_channel
+from services.common.metrics import Metrics
 from services.common.tokens import ServiceTokenSource, TokenSigner
 from services.web.config import WebConfig
+
+log = logging.getLogger("confidant.web")
+# Label values for the request method: anything else a client sends is "other" (bounded series).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @dataclass
@@ -47,15 +53,32 @@ class LiveStreams:
     count: int = 0
 
 
+class WebMetrics:
+    """HTTP requests by route pattern (``/m/{token}``, never the raw path), method and status."""
+
+    def __init__(self) -> None:
+        self.metrics = Metrics("web")
+        self.requests = self.metrics.counter(
+            "http_requests", "HTTP requests by method, route pattern and status.", ["method", "route", "status"])
+        self.seconds = self.metrics.histogram(
+            "http_request_seconds", "How long HTTP requests took, by method and route pattern.", ["method", "route"])
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in _METHODS else "other"
+        self.requests.labels(method=method, route=route, status=str(status)).inc()
+        self.seconds.labels(method=method, route=route).observe(seconds)
+
+
 CONFIG = web.AppKey("config", WebConfig)
 BACKENDS = web.AppKey("backends", Backends)
 LIVE = web.AppKey("live", LiveStreams)
+METRICS = web.AppKey("metrics", WebMetrics)
 
 
 def open_backends(config: WebConfig) -> Backends:
     tokens = ServiceTokenSource(TokenSigner.from_keys_dir(config.keys_dir, "web"))
     channels = {
-        name: open_channel(target, token=tokens.token, deadline=config.rpc_deadline_seconds)
+        name: open_channel(target, token=tokens.token, deadline=config.rpc_deadline_seconds, tls=config.grpc_tls)
         for name, target in config.targets.items()
     }
     return Backends(
@@ -73,3 +96,21 @@ async def grpc_backends(app: web.Application) -> AsyncIterator[None]:
     app[BACKENDS] = backends
     yield
     await backends.close()
+
+
+async def metrics_endpoint(app: web.Application) -> AsyncIterator[None]:
+    """Serve GET /metrics on CONFIDANT_WEB_METRICS_LISTEN (its own port, never the public one)."""
+    listen = app[CONFIG].metrics_listen
+    if listen is None:
+        yield
+        return
+    task = asyncio.create_task(app[METRICS].metrics.serve(listen))
+
+    def failed(done: asyncio.Task) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.error("metrics endpoint failed", extra={"fields": {"listen": listen, "reason": str(done.exception())}})
+
+    task.add_done_callback(failed)
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

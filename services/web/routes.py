@@ -11,10 +11,12 @@ from services.web import (
     api,
     client_views,
     credential_views,
+    deliveries,
     devmailbox,
     events,
     inbound_sms,
     security_views,
+    ses_feedback,
     views,
 )
 from services.web.config import WebConfig
@@ -55,6 +57,7 @@ def setup_routes(app: web.Application, config: WebConfig) -> None:
     r.add_post("/clients/{client_id}/secure-messaging", client_views.client_secure_messaging)
     r.add_get("/settings", client_views.settings_page)
     r.add_post("/settings", client_views.save_settings)
+    r.add_post("/settings/failed-alerts", client_views.requeue_failed_alerts)
 
     r.add_get("/m/{token}", views.magic_link_landing)
     r.add_post("/m/{token}", views.magic_link_redeem)
@@ -80,6 +83,7 @@ def setup_routes(app: web.Application, config: WebConfig) -> None:
     r.add_post("/api/conversations/{conversation_id}/messages", api.send_message)
     r.add_post("/api/conversations/{conversation_id}/read", api.mark_read)
     r.add_post("/api/conversations/{conversation_id}/archive", api.archive_conversation)
+    r.add_get("/api/conversations/{conversation_id}/deliveries", deliveries.list_deliveries)
     r.add_get("/api/unread", api.unread)
     r.add_get("/api/directory", api.directory)
     r.add_get("/api/recent-contacts", api.recent_contacts)
@@ -89,11 +93,14 @@ def setup_routes(app: web.Application, config: WebConfig) -> None:
     r.add_post("/api/clients/{client_id}/secure-messaging", api.client_messaging)
     r.add_get("/api/events", events.stream_events)
 
-    # Inbound SMS from the providers: each webhook exists only while it is configured.
+    # The providers' webhooks: each exists only while it is configured. Inbound SMS:
     if config.sns_topic_arns:
         r.add_post(inbound_sms.SNS_PATH, inbound_sms.sns_webhook)
     if config.twilio_auth_token:
         r.add_post(inbound_sms.TWILIO_PATH, inbound_sms.twilio_webhook)
+    # Amazon SES delivery feedback (bounces, complaints) through SNS.
+    if config.ses_topic_arns:
+        r.add_post(ses_feedback.SES_PATH, ses_feedback.ses_webhook)
 
     if config.development:
         r.add_get("/dev/mailbox", devmailbox.mailbox_page)

@@ -71,6 +71,9 @@ ROUTES: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/settings"): row(staff=200, outside_clinician=200, clients=303, nobody=303),
     ("POST", "/settings"): row(owner=303, clinician=403, other_clinician=403, team_member=403,
                                outside_clinician=403, clients=303, nobody=303),
+    # "Send failed alerts again": the owner only (notify checks again).
+    ("POST", "/settings/failed-alerts"): row(owner=303, clinician=403, other_clinician=403, team_member=403,
+                                             outside_clinician=403, clients=303, nobody=303),
     # The JSON API.
     ("GET", "/api/me"): row(staff=200, outside_clinician=200, clients=200, nobody=401),
     ("GET", "/api/conversations"): row(staff=200, outside_clinician=200, clients=200, nobody=401),
@@ -85,6 +88,10 @@ ROUTES: dict[tuple[str, str], dict[str, int]] = {
     ("POST", f"/api/conversations/{CONV}/read"): row(in_conversation=200, not_in_conversation=404, nobody=401),
     ("POST", f"/api/conversations/{CONV}/archive"): row(
         in_conversation=200, not_in_conversation=404, nobody=401),
+    # Where the alerts about the staff member's messages are: staff who may see the conversation.
+    ("GET", f"/api/conversations/{CONV}/deliveries"): row(
+        clinician=200, other_clinician=404, team_member=404, owner=404, outside_clinician=404, clients=403,
+        nobody=401),
     ("GET", "/api/unread"): row(staff=200, outside_clinician=200, clients=200, nobody=401),
     ("GET", "/api/directory"): row(staff=200, outside_clinician=200, clients=403, nobody=401),
     ("GET", "/api/recent-contacts"): row(staff=200, outside_clinician=200, clients=403, nobody=401),
@@ -207,6 +214,7 @@ def _request(world: World, method: str, template: str, role: str) -> tuple[str, 
         f"/clients/{world.client_id}/secure-messaging": {"enabled": "1"},
         "/clients": {"display_name": f"Form Client {role}", "email": f"form-{role}@client.test"},
         "/settings": {"secure_messaging_enabled": "1", "team_messaging_enabled": "1"},
+        "/settings/failed-alerts": {},
     }
     return path, {"data": forms[path]}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import time
 import uuid
@@ -17,6 +18,7 @@ from confidant.consent.v1 import consent_service_pb2_grpc as consent_grpc
 from services.common.clients import open_channel
 from services.web.app import create_app
 from services.web.config import WebConfig
+from tests.runtime.production import production_env
 from tests.support import service_env
 from tests.web.conftest import LINK
 
@@ -181,10 +183,12 @@ async def test_replying_as_the_clients_phone(stack, tokens):
 
 
 @contextlib.asynccontextmanager
-async def production_edge(keys_dir):
+async def production_edge(keys_dir, directory):
     # Nothing listens on port 9: every backend is down.
     down = {f"{name}_addr": "127.0.0.1:9" for name in ("auth", "messaging", "consent", "notify")}
-    config = WebConfig.load(service_env(keys_dir, mode="production", **down))
+    config = WebConfig.load(production_env(directory, **down))
+    # The edge signs its calls with the test keys (production's own directory has no web key).
+    config = dataclasses.replace(config, keys_dir=keys_dir)
     server = TestServer(create_app(config))
     await server.start_server()
     try:
@@ -194,8 +198,8 @@ async def production_edge(keys_dir):
         await server.close()
 
 
-async def test_production_has_no_mailbox_and_reports_unready_backends(keys_dir):
-    async with production_edge(keys_dir) as http:
+async def test_production_has_no_mailbox_and_reports_unready_backends(keys_dir, tmp_path):
+    async with production_edge(keys_dir, tmp_path) as http:
         for path in ("/dev/mailbox", "/dev/mailbox.json"):
             async with http.get(path) as resp:
                 assert resp.status == 404

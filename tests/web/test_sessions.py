@@ -10,9 +10,11 @@ Time is moved by setting auth's timestamps back in its database (never by sleepi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -21,7 +23,7 @@ from yarl import URL
 
 from services.web.config import WebConfig
 from services.web.session import SESSION_ENDED_MESSAGE
-from tests.support import service_env
+from tests.runtime.production import production_env
 from tests.web.conftest import STAFF_PASSWORD, WebStack, web_app
 
 COOKIE = "confidant_session"
@@ -90,15 +92,20 @@ async def assert_ended_page(http: aiohttp.ClientSession, location: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def production_edge(stack: WebStack) -> AsyncIterator[str]:
-    """A second web edge in production mode in front of the same services; yields its URL."""
+async def production_edge(stack: WebStack, directory: Path) -> AsyncIterator[str]:
+    """A second web edge in production mode in front of the same services; yields its URL.
+
+    It loads a complete production configuration, then talks as the stack's services do: with
+    their (development) keys and plaintext gRPC, which production itself would refuse.
+    """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    env = service_env(stack.keys_dir, mode="production", public_url=url, web_listen=url.removeprefix("http://"),
-                      **{f"{name}_addr": address for name, address in stack.addresses.items()})
+    env = production_env(directory, public_url=url, web_listen=url.removeprefix("http://"),
+                         **{f"{name}_addr": address for name, address in stack.addresses.items()})
     config = WebConfig.load(env)
     assert config.secure_cookies and config.session_cookie_name == HOST_COOKIE
+    config = dataclasses.replace(config, keys_dir=stack.keys_dir, grpc_tls=None)
     async with web_app(config, sock):
         yield url
 
@@ -114,8 +121,8 @@ def cookie_attributes(header: str) -> tuple[str, str, dict[str, str]]:
     return name, value, attributes
 
 
-async def test_production_cookie_is_host_prefixed_secure_httponly_lax(stack):
-    async with production_edge(stack) as url, aiohttp.ClientSession(
+async def test_production_cookie_is_host_prefixed_secure_httponly_lax(stack, tmp_path):
+    async with production_edge(stack, tmp_path) as url, aiohttp.ClientSession(
         url, headers={"Origin": url}, cookie_jar=aiohttp.DummyCookieJar()
     ) as http:
         async with http.post("/sign-in", data={"email": "dana@lakeside.test", "password": STAFF_PASSWORD},
@@ -503,14 +510,14 @@ async def test_every_kind_of_response_carries_the_security_headers(stack):
             assert_security_headers(resp, "stale redirect")
 
 
-def test_cookie_name_follows_the_mode():
+def test_cookie_name_follows_the_mode(tmp_path):
     from services.common.config import ConfigError, Env
 
     assert WebConfig.load(Env({})).session_cookie_name == COOKIE
-    production = WebConfig.load(Env({"CONFIDANT_MODE": "production"}))
+    production = WebConfig.load(production_env(tmp_path))
     assert production.secure_cookies and production.session_cookie_name == HOST_COOKIE
     # Production behind plain HTTP (explicitly): no Secure, so no __Host- either.
-    plain = WebConfig.load(Env({"CONFIDANT_MODE": "production", "CONFIDANT_SECURE_COOKIES": "false"}))
+    plain = WebConfig.load(production_env(tmp_path, secure_cookies="false"))
     assert plain.session_cookie_name == COOKIE
     with pytest.raises(ConfigError, match="__Host-"):
         WebConfig.load(Env({"CONFIDANT_SESSION_COOKIE_NAME": HOST_COOKIE}))

@@ -22,6 +22,7 @@ from services.web.events import format_event, resume_point
 from services.web.middlewares import error_middleware, same_origin
 from services.web.resources import CONFIG
 from services.web.session import BACKGROUND_HEADER, is_background, is_safe_next
+from tests.runtime.production import production_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -148,12 +149,12 @@ def test_same_origin_behind_a_tls_proxy():
                            "https://confidant.example")
 
 
-def test_config_defaults_and_validation():
+def test_config_defaults_and_validation(tmp_path):
     config = WebConfig.load(Env({}))
     assert config.listen == "127.0.0.1:8080" and config.host_port == ("127.0.0.1", 8080)
     assert config.session_cookie_name == "confidant_session" and not config.secure_cookies
     assert config.targets["auth"] == "127.0.0.1:50051"
-    assert WebConfig.load(Env({"CONFIDANT_MODE": "production"})).secure_cookies
+    assert WebConfig.load(production_env(tmp_path)).secure_cookies
     with pytest.raises(ConfigError, match="WEB_LISTEN"):
         WebConfig.load(Env({"CONFIDANT_WEB_LISTEN": "8080"}))
     with pytest.raises(ConfigError, match="PUBLIC_URL"):

@@ -130,10 +130,19 @@
 
   // ---------------------------------------------------------------- a thread and its composer
 
+  // Delivery status lines: for at most this many of my latest messages, asked this long after a send.
+  var DELIVERY_IDS = 50;
+  var DELIVERY_DELAY_MS = 4000;
+  var DELIVERY_AGAIN_MS = 15000;
+
   function Thread(root, options) {
     this.list = $("[data-role=messages]", root);
     this.form = $("[data-role=composer]", root);
     this.onChange = options.onChange || function () {};
+    // Staff: a line under each of their messages to a client saying where its alert is.
+    this.showDeliveries = !!options.deliveries;
+    this.clientId = null;
+    this.deliveryTimer = null;
     this.conversationId = null;
     this.lastSeq = 0;
     this.readSeq = 0;
@@ -197,6 +206,7 @@
   };
 
   Thread.prototype.open = function (conversationId) {
+    clearTimeout(this.deliveryTimer);
     this.conversationId = conversationId;
     this.lastSeq = 0;
     this.readSeq = 0;
@@ -211,7 +221,52 @@
     return this.loadNew();
   };
 
-  Thread.prototype.close = function () { this.conversationId = null; };
+  Thread.prototype.close = function () {
+    this.conversationId = null;
+    clearTimeout(this.deliveryTimer);
+  };
+
+  // Where the alerts about my last messages are ("Email sent", "Bounced", ...). Each request is
+  // audited by notify: asked when a thread opens and a few seconds after a send (once more later
+  // if an alert was still queued), never polled. Resolves to whether some alert is still queued.
+  Thread.prototype.refreshDeliveries = function (background) {
+    var self = this;
+    var cid = this.conversationId;
+    if (!this.showDeliveries || !cid || !this.clientId) return Promise.resolve(false);
+    var mine = $$("li.message.mine[data-message-id]", this.list).slice(-DELIVERY_IDS);
+    if (!mine.length) return Promise.resolve(false);
+    var ids = mine.map(function (li) { return li.dataset.messageId; }).join(",");
+    var url = "/api/conversations/" + encodeURIComponent(cid) + "/deliveries?message_ids=" + encodeURIComponent(ids);
+    return api("GET", url, undefined, background).then(function (r) {
+      if (cid !== self.conversationId) return false;
+      var status = (r && r.status) || {};
+      var queued = false;
+      mine.forEach(function (li) {
+        var text = status[li.dataset.messageId] || "";
+        var line = $("[data-role=delivery]", li);
+        if (!text) { if (line) li.removeChild(line); return; }
+        if (!line) {
+          line = el("p", "delivery");
+          line.dataset.role = "delivery";
+          li.appendChild(line);
+        }
+        if (line.textContent !== text) line.textContent = text;
+        if (/queued/i.test(text)) queued = true;
+      });
+      return queued;
+    }, function () { return false; });
+  };
+
+  Thread.prototype.refreshDeliveriesSoon = function (later) {
+    var self = this;
+    if (!this.showDeliveries || !this.clientId) return;
+    clearTimeout(this.deliveryTimer);
+    this.deliveryTimer = setTimeout(function () {
+      self.refreshDeliveries(true).then(function (queued) {
+        if (queued && !later) self.refreshDeliveriesSoon(true);
+      });
+    }, later ? DELIVERY_AGAIN_MS : DELIVERY_DELAY_MS);
+  };
 
   Thread.prototype.render = function (m) {
     var li = el("li", "message " + (m.mine ? "mine" : "theirs"));
@@ -306,6 +361,7 @@
       self.updateCounter();
       return self.loadNew().then(function () {
         if (r && r.message && cid === self.conversationId) self.append([r.message]);
+        self.refreshDeliveriesSoon();
         return self.markRead();
       });
     }, function (e) {
@@ -465,7 +521,7 @@
     var searching = new Latest();
     var searchTimer = null;
 
-    var thread = new Thread(views.thread, { onChange: refreshUnread });
+    var thread = new Thread(views.thread, { onChange: refreshUnread, deliveries: true });
 
     function panelFailed(message) { showError(panelError, message); }
 
@@ -635,8 +691,10 @@
       openConversation = c;
       threadTitle.textContent = c.title;
       showSendState(c);
+      thread.clientId = c.client_id || null;
       return thread.open(c.conversation_id).then(function () {
         if (!thread.form.hidden) thread.textarea.focus();
+        thread.refreshDeliveries(false);
         return thread.markRead();
       }).then(refreshUnread);
     }
