@@ -91,6 +91,9 @@ class NotifyConfig:
         public_url = env.str("PUBLIC_URL", "http://127.0.0.1:8080").rstrip("/")
         if not public_url.startswith(("http://", "https://")):
             raise ConfigError(f"{PREFIX}PUBLIC_URL must start with http:// or https://, not {public_url!r}.")
+        if not common.development and not public_url.startswith("https://"):
+            raise ConfigError(f"Production mode needs {PREFIX}PUBLIC_URL set to the https address people use "
+                              f"(the links in emails point there), not {public_url!r}.")
         email_transport, sms_transport = _transports(env, common)
         email_from = (env.optional("NOTIFY_EMAIL_FROM") or "").strip()
         if email_from and ("@" not in parseaddr(email_from)[1] or parseaddr(email_from)[1] != email_from):

@@ -126,6 +126,9 @@ class WebConfig:
         parts = urlsplit(public_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"{PREFIX}PUBLIC_URL must be an http(s) URL, not {public_url!r}.")
+        if mode == "production" and parts.scheme != "https":
+            raise ConfigError(f"Production mode needs {PREFIX}PUBLIC_URL set to the https address people use "
+                              f"(email links and Twilio's signatures use it), not {public_url!r}.")
 
         secure_cookies = env.bool("SECURE_COOKIES", mode == "production")
         default_cookie = f"{HOST_PREFIX}{SESSION_COOKIE}" if secure_cookies else SESSION_COOKIE

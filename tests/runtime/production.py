@@ -31,6 +31,7 @@ def production_settings(directory: Path) -> dict[str, str]:
     (keys / "auth-mfa.key").write_text(base64.b64encode(secrets.token_bytes(32)).decode())
     return {
         "CONFIDANT_MODE": "production",
+        "CONFIDANT_PUBLIC_URL": "https://confidant.example.com",
         "CONFIDANT_KEYS_DIR": str(keys),
         "PGSSLMODE": "verify-full",
         **make_ca(directory / "production-tls").env("pod"),

@@ -2,7 +2,7 @@
 
 Each service's own loader gets a complete production environment (which it accepts) lacking
 exactly one thing: development keys, the development mailbox, plaintext gRPC between pods, a
-missing KMS key in messaging, PostgreSQL without sslmode=verify-full.
+missing KMS key in messaging, PostgreSQL without sslmode=verify-full, a public address without https.
 """
 
 from __future__ import annotations
@@ -165,3 +165,14 @@ def test_a_refusing_service_stops_before_it_starts(production):
     assert result.stderr.strip() == ("consent: configuration error: Production mode refuses plaintext gRPC between "
                                      "services: set CONFIDANT_GRPC_TLS_CERT_FILE, CONFIDANT_GRPC_TLS_KEY_FILE and "
                                      "CONFIDANT_GRPC_TLS_CA_FILE.")
+
+
+@pytest.mark.parametrize("service", ["notify", "web"])
+@pytest.mark.parametrize("url", [None, "http://confidant.example.com"])
+def test_a_public_address_without_https_is_refused(production, service, url):
+    """Email links and Twilio's signatures use the public address: production needs its https one."""
+    env = production(service)
+    del env["CONFIDANT_PUBLIC_URL"]
+    if url is not None:
+        env["CONFIDANT_PUBLIC_URL"] = url
+    assert refusal(service, env).startswith("Production mode needs CONFIDANT_PUBLIC_URL set to the https address")

@@ -96,16 +96,18 @@ async def production_edge(stack: WebStack, directory: Path) -> AsyncIterator[str
     """A second web edge in production mode in front of the same services; yields its URL.
 
     It loads a complete production configuration, then talks as the stack's services do: with
-    their (development) keys and plaintext gRPC, which production itself would refuse.
+    their (development) keys, plaintext gRPC and a plain-HTTP address, which production itself
+    would refuse.
     """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    env = production_env(directory, public_url=url, web_listen=url.removeprefix("http://"),
+    env = production_env(directory, web_listen=url.removeprefix("http://"),
                          **{f"{name}_addr": address for name, address in stack.addresses.items()})
     config = WebConfig.load(env)
     assert config.secure_cookies and config.session_cookie_name == HOST_COOKIE
-    config = dataclasses.replace(config, keys_dir=stack.keys_dir, grpc_tls=None)
+    # Its public address is this test's plain-HTTP socket (production itself requires https).
+    config = dataclasses.replace(config, keys_dir=stack.keys_dir, grpc_tls=None, public_url=url)
     async with web_app(config, sock):
         yield url
 
