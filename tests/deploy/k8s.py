@@ -112,10 +112,24 @@ def container(deployment: dict) -> dict:
     return containers[0]
 
 
-def container_env(docs: list[dict], deployment: dict) -> dict[str, str]:
-    """The environment a Deployment's container gets: its ConfigMaps (envFrom), then its env."""
+def migrate_container(deployment: dict) -> dict:
+    """The init container that applies a gRPC service's migrations before it starts."""
+    init = deployment["spec"]["template"]["spec"].get("initContainers", [])
+    assert [c["name"] for c in init] == ["migrate"], f"{deployment['metadata']['name']}: init containers {init}"
+    return init[0]
+
+
+def all_containers(deployment: dict) -> list[dict]:
+    """The init containers, then the container: every one the pod runs."""
+    pod = deployment["spec"]["template"]["spec"]
+    return [*pod.get("initContainers", []), container(deployment)]
+
+
+def container_env(docs: list[dict], deployment: dict, spec: dict | None = None) -> dict[str, str]:
+    """The environment a Deployment's container (or ``spec``, one of its init containers) gets:
+    its ConfigMaps (envFrom), then its env."""
     env: dict[str, str] = {}
-    spec = container(deployment)
+    spec = spec or container(deployment)
     for source in spec.get("envFrom", []):
         env.update(named(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
     for item in spec.get("env", []):

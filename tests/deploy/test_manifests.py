@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from services.common.config import Env
+from services.common.config import ConfigError, Env
 from services.common.keyfiles import load_key_file
 from services.common.tokens import TokenSigner, TokenVerifier
 from tests.deploy import k8s
@@ -180,20 +180,22 @@ def test_pods_are_locked_down(rendered, overlay):
     for deployment in k8s.of_kind(docs, "Deployment"):
         name = deployment["metadata"]["name"]
         pod = deployment["spec"]["template"]["spec"]
-        spec = k8s.container(deployment)
         assert pod["automountServiceAccountToken"] is False and pod["serviceAccountName"] == name
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] >= 10000
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
-        security = spec["securityContext"]
-        assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"] is True
-        assert security["capabilities"] == {"drop": ["ALL"]} and not security.get("privileged")
         volumes = {v["name"]: v for v in pod["volumes"]}
-        tmp = [m for m in spec["volumeMounts"] if m["mountPath"] == "/tmp"]
-        assert tmp and "emptyDir" in volumes[tmp[0]["name"]], f"{name}: a writable /tmp"
-        assert all(m.get("readOnly") for m in spec["volumeMounts"] if m["mountPath"] != "/tmp"), name
-        for kind in ("requests", "limits"):
-            assert {"cpu", "memory"} <= set(spec["resources"][kind]), f"{name}: {kind}"
+        for spec in k8s.all_containers(deployment):  # the migrate init containers too
+            where = f"{name}/{spec['name']}"
+            security = spec["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"] is True
+            assert security["capabilities"] == {"drop": ["ALL"]} and not security.get("privileged"), where
+            assert security.get("runAsNonRoot", True) is True and security.get("runAsUser", 10001) >= 10000, where
+            tmp = [m for m in spec["volumeMounts"] if m["mountPath"] == "/tmp"]
+            assert tmp and "emptyDir" in volumes[tmp[0]["name"]], f"{where}: a writable /tmp"
+            assert all(m.get("readOnly") for m in spec["volumeMounts"] if m["mountPath"] != "/tmp"), where
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(spec["resources"][kind]), f"{where}: {kind}"
 
 
 @pytest.mark.parametrize("overlay", ["base", *k8s.OVERLAYS])
@@ -216,6 +218,32 @@ def test_probes_and_shutdown(rendered, overlay):
         pause = spec["lifecycle"]["preStop"]["sleep"]["seconds"]
         grace = float(env["CONFIDANT_SHUTDOWN_GRACE_SECONDS"])
         assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= pause + grace + 5, name
+
+
+@pytest.mark.parametrize("overlay", ["base", *k8s.OVERLAYS])
+def test_migrations_run_first_in_an_init_container(rendered, overlay):
+    """Each gRPC service's pod first runs ``python -m services.<name> migrate`` in an init container
+    of the same image, with the main container's settings and mounts for its database."""
+    docs = rendered[overlay]
+    web = k8s.named(docs, "Deployment", "web")["spec"]["template"]["spec"]
+    assert "initContainers" not in web, "web owns no database"
+    for service in k8s.GRPC_SERVICES:
+        deployment = k8s.named(docs, "Deployment", service)
+        main, migrate = k8s.container(deployment), k8s.migrate_container(deployment)
+        assert main["args"] == [f"services.{service}"]
+        assert migrate["args"] == [f"services.{service}", "migrate"]
+        for field in ("image", "imagePullPolicy", "envFrom", "securityContext"):
+            assert migrate[field] == main[field], f"{overlay}: {service}'s migrate container: {field}"
+        # It serves nothing: no ports, probes or shutdown hook.
+        assert not set(migrate) & {"ports", "startupProbe", "livenessProbe", "readinessProbe", "lifecycle"}
+        env, main_env = k8s.container_env(docs, deployment, migrate), k8s.container_env(docs, deployment)
+        database = {f"CONFIDANT_{service.upper()}_DATABASE_URL_FILE", *LIBPQ_SETTINGS}
+        assert database <= set(env), f"{overlay}: {service}'s migrate container: {database - set(env)}"
+        assert env.items() <= main_env.items(), f"{overlay}: {service}: the main container's settings, no others"
+        mounts = {m["mountPath"]: m for m in migrate["volumeMounts"]}
+        assert mounts.items() <= {m["mountPath"]: m for m in main["volumeMounts"]}.items()
+        for variable in database - {"PGSSLMODE"}:
+            assert any(env[variable].startswith(path + "/") for path in mounts), f"{service}: {variable}"
 
 
 @pytest.mark.parametrize("overlay", k8s.OVERLAYS)
@@ -262,8 +290,8 @@ def test_every_setting_is_one_the_code_reads(rendered, overlay):
 
     docs = rendered[overlay]
     unknown = set()
-    for deployment in k8s.of_kind(docs, "Deployment"):
-        for variable in k8s.container_env(docs, deployment):
+    for deployment, spec in ((d, s) for d in k8s.of_kind(docs, "Deployment") for s in k8s.all_containers(d)):
+        for variable in k8s.container_env(docs, deployment, spec):
             if variable in LIBPQ_SETTINGS:
                 continue
             assert variable.startswith("CONFIDANT_"), variable
@@ -350,15 +378,17 @@ def secret_stores(tmp_path_factory) -> dict[str, dict[str, dict[str, bytes]]]:
     return {"dev": dev, "prod": prod}
 
 
-def _mount(docs: list[dict], deployment: dict, store: dict, root: Path) -> dict[str, str]:
-    """Write the Deployment's mounted volumes under root as the kubelet would, and return its
-    container's environment with the mount paths moved there."""
+def _mount(docs: list[dict], deployment: dict, store: dict, root: Path, spec: dict | None = None) -> dict[str, str]:
+    """Write the volumes the Deployment's container (or ``spec``, one of its init containers)
+    mounts under root as the kubelet would, and return its environment with the mount paths
+    moved there."""
+    spec = spec or k8s.container(deployment)
     pod = deployment["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     generated = {c["metadata"]["name"]: {k: v.encode() for k, v in c["data"].items()}
                  for c in k8s.of_kind(docs, "ConfigMap")}
     moved = {}
-    for mount in k8s.container(deployment)["volumeMounts"]:
+    for mount in spec["volumeMounts"]:
         volume = volumes[mount["name"]]
         target = root / mount["name"]
         target.mkdir(parents=True)
@@ -377,7 +407,7 @@ def _mount(docs: list[dict], deployment: dict, store: dict, root: Path) -> dict[
                 assert item["key"] in data, f"{name} has no key {item['key']}"
                 (target / item["path"]).write_bytes(data[item["key"]])
         moved[mount["mountPath"]] = target
-    env = k8s.container_env(docs, deployment)
+    env = k8s.container_env(docs, deployment, spec)
     for variable, value in env.items():
         for path, target in moved.items():
             if value == path or value.startswith(path + "/"):
@@ -415,6 +445,33 @@ def test_each_service_accepts_its_configuration(rendered, secret_stores, overlay
     if overlay == "prod":
         messaging = k8s.container_env(docs, k8s.named(docs, "Deployment", "messaging"))
         assert messaging["CONFIDANT_MESSAGING_KMS_KEY_ID"], "production wraps message keys with AWS KMS"
+
+
+@pytest.mark.parametrize("overlay", k8s.OVERLAYS)
+def test_each_migrate_container_accepts_its_configuration(rendered, secret_stores, overlay, tmp_path):
+    """``migrate`` loads the service's whole configuration first, production refusals included
+    (development keys, plaintext gRPC, sslmode): the init container's own settings and mounts
+    must pass them, or the pod never starts."""
+    docs = rendered[overlay]
+    for service in k8s.GRPC_SERVICES:
+        module, name = CONFIG_CLASSES[service]
+        load = getattr(importlib.import_module(module), name).load
+        deployment = k8s.named(docs, "Deployment", service)
+        migrate = k8s.migrate_container(deployment)
+        env = _mount(docs, deployment, secret_stores[overlay], tmp_path / service, migrate)
+        for variable, value in env.items():
+            if variable.endswith("_FILE") or variable == "PGSSLROOTCERT":
+                assert Path(value).is_file(), f"{service}: {variable} points at {value}, which is not mounted"
+        common = load(Env(env)).common
+        assert common.mode == MODES[overlay]
+        url = Path(env[f"CONFIDANT_{service.upper()}_DATABASE_URL_FILE"]).read_text().strip()
+        assert common.database_url == url
+        assert (common.grpc_tls is not None) == (overlay == "prod")
+        if overlay == "prod":
+            # The control: without the gRPC TLS files production refuses to load at all.
+            bare = {**migrate, "volumeMounts": [m for m in migrate["volumeMounts"] if m["name"] != "grpc-tls"]}
+            with pytest.raises(ConfigError, match="GRPC_TLS_CERT_FILE points at"):
+                load(Env(_mount(docs, deployment, secret_stores[overlay], tmp_path / f"{service}-bare", bare)))
 
 
 def test_make_secrets_keys_are_what_the_services_load(secret_stores, tmp_path):
