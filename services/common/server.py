@@ -50,6 +50,11 @@ from services.common.tokens import TokenVerifier
 
 log = logging.getLogger("confidant.grpc")
 
+# Calls our services make on a timer (revocations every 2 s, published keys): see the access log.
+_POLLING_METHODS = frozenset({
+    "/confidant.auth.v1.AuthService/ListRevocations",
+    "/confidant.auth.v1.AuthService/ListSigningKeys",
+})
 # Calls that anyone may make without a token or deadline (probes, tooling).
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -157,7 +162,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 seconds = time.perf_counter() - started
                 if self._metrics is not None:
                     self._metrics.observe(method, code, seconds)
-                log.info(
+                # Our services' own polls (every few seconds, from every service) would drown the
+                # access log: when they succeed they are logged at debug level only.
+                quiet = code == grpc.StatusCode.OK and method in _POLLING_METHODS
+                log.log(
+                    logging.DEBUG if quiet else logging.INFO,
                     "rpc",
                     extra={
                         "fields": {

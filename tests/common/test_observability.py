@@ -155,3 +155,23 @@ async def test_metrics_are_served_unless_the_service_serves_its_own():
         assert await _scrape(port, deadline_seconds=0.5) is None
     assert kept.metrics is metrics
     assert f'confidant_keeper_grpc_requests_total{{code="OK",method="{LIST}"}} 1.0' in metrics.exposition().decode()
+
+
+async def test_our_own_polls_are_logged_at_debug_when_they_succeed(log_lines, monkeypatch):
+    """Every service polls auth every 2 s; those lines would drown the access log at info."""
+    import services.common.server as server
+
+    monkeypatch.setattr(server, "_POLLING_METHODS", frozenset({LIST, REPLY}))
+    logging.getLogger("confidant.grpc").setLevel(logging.DEBUG)
+    async with running(service("polled", Relay())) as address:
+        ch = open_channel(address)
+        try:
+            stub = pb_grpc.NotifyServiceStub(ch)
+            await stub.ListMailbox(pb.ListMailboxRequest())
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.SendSmsReply(pb.SendSmsReplyRequest(to_number="+12125550101", body="x"))
+        finally:
+            await ch.close()
+    levels = {line["method"]: line["level"] for line in log_lines if line["msg"] == "rpc"}
+    # A successful poll is quiet; a failing one still shows at info.
+    assert levels == {LIST: "debug", REPLY: "info"}
