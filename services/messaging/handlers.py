@@ -73,6 +73,7 @@ STREAM_BATCH = 100
 # A send that keeps losing idempotency races to sends that then roll back gives up.
 SEND_ATTEMPTS = 3
 MAGIC_LINK = "magic_link"
+SETTINGS_FIELDS = ("secure_messaging_enabled", "auto_enable_new_clients", "team_messaging_enabled")
 # The start of the last message shown in the conversation list.
 PREVIEW_CHARS = 100
 
@@ -198,11 +199,23 @@ class Handlers:
         who = require_user()
         return await self._storage.practice_settings(who.practice_id)
 
-    async def update_practice_settings(self, settings: PracticeSettings | None) -> PracticeSettings:
+    async def update_practice_settings(
+        self, settings: PracticeSettings | None, update_mask: list[str] | None = None
+    ) -> PracticeSettings:
+        """Save the practice's settings (the owner). ``update_mask`` names the fields to change;
+        empty changes them all (a caller that omits a field then turns it off, as proto3 reads it)."""
         who = require_user("owner")
         _full_session(who)
         if settings is None:
             raise InvalidArgument("The new settings are required.")
+        if update_mask:
+            unknown = sorted(set(update_mask) - set(SETTINGS_FIELDS))
+            if unknown:
+                raise InvalidArgument(
+                    f"update_mask names {unknown[0]!r}; the settings are {', '.join(SETTINGS_FIELDS)}."
+                )
+            current = await self._storage.practice_settings(who.practice_id)
+            settings = replace(current, **{name: getattr(settings, name) for name in update_mask})
         return await self._storage.save_practice_settings(
             who.practice_id,
             settings,

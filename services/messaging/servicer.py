@@ -100,7 +100,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
             if request.HasField("settings")
             else None
         )
-        settings = await self._handlers.update_practice_settings(wanted)
+        settings = await self._handlers.update_practice_settings(wanted, list(request.update_mask.paths))
         return pb.UpdatePracticeSettingsResponse(settings=_settings_pb(settings))
 
     async def RotateDataKey(self, request: pb.RotateDataKeyRequest, context) -> pb.RotateDataKeyResponse:

@@ -50,6 +50,29 @@ async def test_practice_settings_default_and_only_the_owner_changes_them(messagi
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_an_update_mask_changes_only_the_fields_it_names(messaging, team):
+    owner = messaging.as_user(team.owner)
+
+    async def update(settings: pb.PracticeSettings, *paths: str) -> pb.PracticeSettings:
+        request = pb.UpdatePracticeSettingsRequest(settings=settings)
+        request.update_mask.paths.extend(paths)
+        return (await messaging.stub.UpdatePracticeSettings(request, metadata=owner, timeout=5)).settings
+
+    # Only "automatically enable": the message's other (false) fields are left as they are.
+    after = await update(pb.PracticeSettings(auto_enable_new_clients=True), "auto_enable_new_clients")
+    assert (after.secure_messaging_enabled, after.auto_enable_new_clients, after.team_messaging_enabled) == (
+        True, True, True)
+    after = await update(pb.PracticeSettings(), "team_messaging_enabled")
+    assert (after.secure_messaging_enabled, after.auto_enable_new_clients, after.team_messaging_enabled) == (
+        True, True, False)
+    # Without a mask, the whole message is the new settings.
+    after = await update(pb.PracticeSettings(secure_messaging_enabled=True))
+    assert (after.secure_messaging_enabled, after.auto_enable_new_clients, after.team_messaging_enabled) == (
+        True, False, False)
+    err = await rpc_error(update(pb.PracticeSettings(), "auto_enable_new_clients", "colour"))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "'colour'" in err.details()
+
+
 async def test_settings_need_a_person_and_a_token(messaging):
     err = await rpc_error(
         messaging.stub.GetPracticeSettings(
