@@ -12,6 +12,7 @@ from confidant.messaging.v1 import messaging_service_pb2_grpc as pb_grpc
 from services.common.convert import timestamp as _timestamp
 from services.messaging.handlers import Handlers, Message
 from services.messaging.storage import (
+    KIND_CONVERSATION_ARCHIVED,
     KIND_CONVERSATION_CREATED,
     KIND_MESSAGE_CREATED,
     KIND_READ_UPDATED,
@@ -26,6 +27,7 @@ _EVENT_KINDS = {
     KIND_MESSAGE_CREATED: pb.EVENT_KIND_MESSAGE_CREATED,
     KIND_READ_UPDATED: pb.EVENT_KIND_READ_UPDATED,
     KIND_CONVERSATION_CREATED: pb.EVENT_KIND_CONVERSATION_CREATED,
+    KIND_CONVERSATION_ARCHIVED: pb.EVENT_KIND_CONVERSATION_ARCHIVED,
 }
 
 

@@ -32,6 +32,8 @@ OUTBOX_CHANNEL = "messaging_outbox"
 KIND_MESSAGE_CREATED = "message_created"
 KIND_READ_UPDATED = "read_updated"
 KIND_CONVERSATION_CREATED = "conversation_created"
+# The participant archived the conversation or brought it back (seq: 1 archived, 0 back).
+KIND_CONVERSATION_ARCHIVED = "conversation_archived"
 
 
 class IdempotencyKeyTaken(Exception):
@@ -573,6 +575,14 @@ class Storage:
                     "UPDATE participants SET archived = %s WHERE conversation_id = %s AND user_id = %s",
                     (archived, conversation_id, user_id),
                 )
+                # Only the person's other tabs and devices need to know.
+                cur = await conn.execute(
+                    "INSERT INTO events (kind, conversation_id, seq, actor_id, recipient_ids)"
+                    " VALUES (%s, %s, %s, %s, %s) RETURNING event_id",
+                    (KIND_CONVERSATION_ARCHIVED, conversation_id, int(archived), user_id, [user_id]),
+                )
+                (event_id,) = await cur.fetchone()
+                await _notify(conn, EVENTS_CHANNEL, event_id)
             await _record(conn, audit_entry_with(audit_entry, changed=changed))
         return changed
 

@@ -30,6 +30,7 @@ KIND_NAMES = {
     msg_pb.EVENT_KIND_MESSAGE_CREATED: "message_created",
     msg_pb.EVENT_KIND_READ_UPDATED: "read_updated",
     msg_pb.EVENT_KIND_CONVERSATION_CREATED: "conversation_created",
+    msg_pb.EVENT_KIND_CONVERSATION_ARCHIVED: "conversation_archived",
 }
 # Re-open the stream this long before the access token or the session ends.
 RENEW_MARGIN_SECONDS = 15.0

@@ -224,3 +224,30 @@ async def test_stopping_the_server_ends_open_streams(
     finally:
         if service is not None:
             await service.__aexit__(None, None, None)
+
+
+async def test_archiving_tells_only_the_archivers_own_streams(messaging, team):
+    cid = (await messaging.client_conversation(team)).conversation_id
+    await messaging.send(team.clinician, cid, "hello")
+    start = await last_event_id(messaging)
+    mine = stream(messaging, messaging.as_user(team.clinician), after_event_id=start)
+    theirs = stream(messaging, messaging.as_user(team.client), after_event_id=start)
+
+    async def archive(archived: bool) -> None:
+        await messaging.stub.ArchiveConversation(
+            pb.ArchiveConversationRequest(conversation_id=cid, archived=archived),
+            metadata=messaging.as_user(team.clinician), timeout=5,
+        )
+
+    await archive(True)
+    await archive(True)  # no change: no event
+    await archive(False)
+    got = [await mine.next(), await mine.next()]
+    assert [(e.kind, e.conversation_id, e.seq, e.actor_id) for e in got] == [
+        (pb.EVENT_KIND_CONVERSATION_ARCHIVED, cid, 1, team.clinician.user_id),
+        (pb.EVENT_KIND_CONVERSATION_ARCHIVED, cid, 0, team.clinician.user_id),
+    ]
+    await mine.nothing_more()
+    await theirs.nothing_more()  # the client's view of the conversation did not change
+    mine.cancel()
+    theirs.cancel()

@@ -383,7 +383,7 @@
     function connect() {
       source = new EventSource("/api/events");
       source.addEventListener("open", function () { if (handlers.open) handlers.open(); });
-      ["message_created", "read_updated", "conversation_created"].forEach(function (kind) {
+      ["message_created", "read_updated", "conversation_created", "conversation_archived"].forEach(function (kind) {
         source.addEventListener(kind, function (ev) {
           var data = {};
           try { data = JSON.parse(ev.data); } catch (e) { return; }
@@ -781,6 +781,8 @@
       message_created: somethingChanged,
       read_updated: function () { refreshLists(true); refreshUnread(); },
       conversation_created: function () { refreshLists(true); },
+      // Archived or brought back in another tab or on another device.
+      conversation_archived: function () { refreshLists(true); },
     });
   }
 
@@ -881,6 +883,7 @@
       var refreshAll = function () { refreshUnread(); reload(); };
       liveUpdates({
         open: refreshAll, message_created: refreshAll, read_updated: refreshAll, conversation_created: refreshAll,
+        conversation_archived: refreshAll,
       });
       return;
     }
