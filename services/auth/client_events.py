@@ -12,8 +12,6 @@ not know the RPC yet) the row waits and is retried every ``retry_seconds``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 import grpc
@@ -21,6 +19,7 @@ from confidant.messaging.v1 import messaging_service_pb2 as messaging_pb
 from confidant.messaging.v1 import messaging_service_pb2_grpc as messaging_grpc
 
 from services.auth.storage import AuthStorage
+from services.common.relay import PolledRelay
 
 log = logging.getLogger("confidant.auth.client_events")
 
@@ -29,25 +28,16 @@ BATCH_SIZE = 20
 PERMANENT = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT})
 
 
-class ClientEventRelay:
+class ClientEventRelay(PolledRelay):
+    batch_size = BATCH_SIZE
+
     def __init__(
         self, storage: AuthStorage, messaging: messaging_grpc.MessagingServiceStub, retry_seconds: int
     ) -> None:
+        super().__init__(retry_seconds)
         self._storage = storage
         self._messaging = messaging
         self._retry_seconds = retry_seconds
-        self._wake = asyncio.Event()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            self._wake.clear()
-            while await self.relay_once() >= BATCH_SIZE:
-                pass
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._retry_seconds)
 
     async def relay_once(self) -> int:
         """Hand due client events to messaging; return how many were handed over or settled.

@@ -9,8 +9,6 @@ row waits and is retried every ``notice_retry_seconds``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 import grpc
@@ -18,6 +16,7 @@ from confidant.notify.v1 import notify_service_pb2 as notify_pb
 from confidant.notify.v1 import notify_service_pb2_grpc as notify_grpc
 
 from services.auth.storage import AccountNotice, AuthStorage
+from services.common.relay import PolledRelay
 
 log = logging.getLogger("confidant.auth.notices")
 
@@ -33,23 +32,14 @@ def dedupe_key(notice: AccountNotice) -> str:
     return f"auth-notice:{notice.notice_id}"
 
 
-class NoticeRelay:
+class NoticeRelay(PolledRelay):
+    batch_size = BATCH_SIZE
+
     def __init__(self, storage: AuthStorage, notify: notify_grpc.NotifyServiceStub, retry_seconds: int) -> None:
+        super().__init__(retry_seconds)
         self._storage = storage
         self._notify = notify
         self._retry_seconds = retry_seconds
-        self._wake = asyncio.Event()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            self._wake.clear()
-            while await self.relay_once() >= BATCH_SIZE:
-                pass
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._retry_seconds)
 
     async def relay_once(self) -> int:
         """Hand every due notice to notify; return how many were due."""

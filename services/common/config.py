@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -165,6 +166,19 @@ def listen_address(env: Env, name: str, default: str | None = None) -> str | Non
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{PREFIX}{name} must be host:port (such as 0.0.0.0:8086), not {listen!r}.")
     return listen
+
+
+def load_public_url(env: Env, development: bool) -> str:
+    """CONFIDANT_PUBLIC_URL, the web edge's public address (email links, Twilio's signatures):
+    an http(s) URL, https in production."""
+    url = env.str("PUBLIC_URL", "http://127.0.0.1:8080").rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{PREFIX}PUBLIC_URL must be an http(s) URL, not {url!r}.")
+    if not development and parts.scheme != "https":
+        raise ConfigError(f"Production mode needs {PREFIX}PUBLIC_URL set to the https address people use "
+                          f"(email links and Twilio's signatures use it), not {url!r}.")
+    return url
 
 
 def load_mode(env: Env) -> str:

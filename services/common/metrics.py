@@ -2,9 +2,10 @@
 
 Each service object owns a ``Metrics`` (never prometheus-client's global registry:
 tests build many services in one process). A service declares its metrics
-through it and, when ``CONFIDANT_<SERVICE>_METRICS_LISTEN`` is set (for example
-``127.0.0.1:9464``), adds ``metrics.serve(listen)`` to its background tasks so
-``GET /metrics`` answers scrapes. Unset (the default) serves nothing.
+through it; when ``CONFIDANT_<SERVICE>_METRICS_LISTEN`` is set (for example
+``127.0.0.1:9464``, read by CommonConfig), ``serve(listen)`` answers ``GET /metrics``
+(GrpcService runs it, or a service that keeps metrics of its own; the web edge for
+itself). Unset (the default) serves nothing.
 
 Labels must never carry PHI (addresses, numbers, names) and should be bounded
 (a channel, a transport, an outcome): an id per label value is a new series.
@@ -25,22 +26,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from services.common.config import PREFIX, ConfigError, Env
-
 # Seconds: from a few milliseconds (a local relay) to a minute (a provider having a bad day).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-def metrics_listen(env: Env, service: str) -> str | None:
-    """``CONFIDANT_<SERVICE>_METRICS_LISTEN`` as host:port, or None when metrics are off."""
-    name = f"{service.upper()}_METRICS_LISTEN"
-    listen = env.optional(name)
-    if listen is None:
-        return None
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{PREFIX}{name} must be host:port (such as 127.0.0.1:9464), not {listen!r}.")
-    return listen
 
 
 class Metrics:

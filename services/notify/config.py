@@ -7,8 +7,15 @@ from email.utils import parseaddr
 from pathlib import Path
 
 from services.common.aws import AwsSettings
-from services.common.config import DEFAULT_PORTS, PREFIX, CommonConfig, ConfigError, Env, service_target
-from services.common.metrics import metrics_listen
+from services.common.config import (
+    DEFAULT_PORTS,
+    PREFIX,
+    CommonConfig,
+    ConfigError,
+    Env,
+    load_public_url,
+    service_target,
+)
 
 TRANSPORT_MAILBOX = "mailbox"
 EMAIL_SES, EMAIL_SMTP = "ses", "smtp"
@@ -76,8 +83,7 @@ class NotifyConfig:
     retry_max_seconds: float = 300.0
     # A claimed job is invisible to other workers for this long (then it is due again): the lease.
     claim_lease_seconds: float = 60.0
-    # Where Prometheus scrapes /metrics (None: not served), and how often the queue gauges are measured.
-    metrics_listen: str | None = None
+    # How often the queue gauges are measured (when metrics are served: common.metrics_listen).
     metrics_refresh_seconds: float = 5.0
 
     @property
@@ -85,15 +91,15 @@ class NotifyConfig:
         """The email transport (the name the first releases had for it)."""
         return self.email_transport
 
+    @property
+    def metrics_listen(self) -> str | None:
+        """Where Prometheus scrapes /metrics (CONFIDANT_NOTIFY_METRICS_LISTEN; None: not served)."""
+        return self.common.metrics_listen
+
     @classmethod
     def load(cls, env: Env) -> NotifyConfig:
         common = CommonConfig.load("notify", env, DEFAULT_PORTS["notify"])
-        public_url = env.str("PUBLIC_URL", "http://127.0.0.1:8080").rstrip("/")
-        if not public_url.startswith(("http://", "https://")):
-            raise ConfigError(f"{PREFIX}PUBLIC_URL must start with http:// or https://, not {public_url!r}.")
-        if not common.development and not public_url.startswith("https://"):
-            raise ConfigError(f"Production mode needs {PREFIX}PUBLIC_URL set to the https address people use "
-                              f"(the links in emails point there), not {public_url!r}.")
+        public_url = load_public_url(env, common.development)
         email_transport, sms_transport = _transports(env, common)
         email_from = (env.optional("NOTIFY_EMAIL_FROM") or "").strip()
         if email_from and ("@" not in parseaddr(email_from)[1] or parseaddr(email_from)[1] != email_from):
@@ -130,7 +136,6 @@ class NotifyConfig:
             retry_base_seconds=env.float("NOTIFY_RETRY_BASE_SECONDS", 10.0),
             retry_max_seconds=env.float("NOTIFY_RETRY_MAX_SECONDS", 300.0),
             claim_lease_seconds=env.float("NOTIFY_CLAIM_LEASE_SECONDS", 60.0),
-            metrics_listen=metrics_listen(env, "notify"),
             metrics_refresh_seconds=env.float("NOTIFY_METRICS_REFRESH_SECONDS", 5.0),
         )
         for name, value in (

@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from services.common.config import (
     DEFAULT_KEYS_DIR,
@@ -21,6 +20,7 @@ from services.common.config import (
     Env,
     GrpcTls,
     listen_address,
+    load_public_url,
     refuse_development_keys,
     refuse_plaintext_grpc,
     service_target,
@@ -122,13 +122,7 @@ class WebConfig:
             raise ConfigError(f"{PREFIX}MODE must be development or production, not {mode!r}.")
         listen = env.str("WEB_LISTEN", f"127.0.0.1:{DEFAULT_WEB_PORT}")
         split_listen(listen)
-        public_url = env.str("PUBLIC_URL", f"http://127.0.0.1:{DEFAULT_WEB_PORT}").rstrip("/")
-        parts = urlsplit(public_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"{PREFIX}PUBLIC_URL must be an http(s) URL, not {public_url!r}.")
-        if mode == "production" and parts.scheme != "https":
-            raise ConfigError(f"Production mode needs {PREFIX}PUBLIC_URL set to the https address people use "
-                              f"(email links and Twilio's signatures use it), not {public_url!r}.")
+        public_url = load_public_url(env, mode == "development")
 
         secure_cookies = env.bool("SECURE_COOKIES", mode == "production")
         default_cookie = f"{HOST_PREFIX}{SESSION_COOKIE}" if secure_cookies else SESSION_COOKIE
