@@ -13,7 +13,7 @@ from services.common.clients import open_channel
 from services.common.config import ConfigError, Env, GrpcTls
 from services.common.server import GrpcService
 from services.common.tokens import TokenVerifier
-from tests.runtime.certs import make_ca
+from tests.tls import make_ca
 
 SERVICE = "confidant.notify.v1.NotifyService"
 OPEN = f"/{SERVICE}/ListMailbox"

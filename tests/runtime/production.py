@@ -22,7 +22,7 @@ import secrets
 from pathlib import Path
 
 from services.common.config import Env
-from tests.runtime.certs import make_ca
+from tests.tls import make_ca
 
 
 def production_settings(directory: Path) -> dict[str, str]:

@@ -13,8 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bin.stack import GRPC_SERVICES
 from services.common.clients import open_channel
-from tests.runtime.certs import make_ca
 from tests.runtime.conftest import send_one_message, start
+from tests.tls import make_ca
 
 
 @pytest.fixture(scope="module")
