@@ -58,7 +58,8 @@ run: protos ## Everything up in development mode, with the demo practice
 
 .PHONY: test
 test: protos deploy-tools ## Run every test (unit, integration, end-to-end in Chromium)
-	bin/check-browser
+	bin/browser-deps
+	bin/axe-core >/dev/null
 	$(PY) -m pytest
 
 .PHONY: bench

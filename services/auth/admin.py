@@ -7,11 +7,10 @@ may read the settings and the staff list of their own practice.
 
 from __future__ import annotations
 
-import json
 import logging
 
 from services.auth.handlers import _parse_id
-from services.auth.mfa_storage import AuditRow, MfaStorage, StaffRow
+from services.auth.mfa_storage import MfaStorage, StaffRow
 from services.auth.storage import AuditEvent, AuthStorage, User
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.identity import require_staff, require_user
@@ -20,8 +19,6 @@ log = logging.getLogger("confidant.auth")
 
 # The roles an owner can give: owners come with their practice, clients are never staff.
 ASSIGNABLE_ROLES = frozenset({"clinician", "team_member"})
-DEFAULT_AUDIT_PAGE = 50
-MAX_AUDIT_PAGE = 200
 
 
 class AdminHandlers:
@@ -104,39 +101,3 @@ class AdminHandlers:
         )
         log.info("user deactivated", extra={"fields": {"user_id": target.user.user_id, "sessions_ended": ended}})
         return ended
-
-    # -- the audit trail ---------------------------------------------------------------------
-
-    async def list_audit_events(self, page_size: int, page_token: str) -> tuple[list[AuditRow], str]:
-        principal = require_user("owner")
-        if page_size < 0:
-            raise InvalidArgument("The page size must not be negative.")
-        limit = min(page_size or DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE)
-        before = None
-        if page_token:
-            if not page_token.isdigit() or len(page_token) > 19:
-                raise InvalidArgument("The page token is not valid.")
-            before = int(page_token)
-        rows = await self._mfa.audit_page(principal.practice_id, before, limit + 1)
-        await self._storage.record_audit(
-            AuditEvent(actor=principal.subject, action="audit.list", outcome="success",
-                       practice_id=principal.practice_id, detail={"rows": min(len(rows), limit)})
-        )
-        next_token = str(rows[limit - 1].event_id) if len(rows) > limit else ""
-        return rows[:limit], next_token
-
-    async def verify_audit_trail(self) -> tuple[bool, int]:
-        principal = require_user("owner")
-        intact, rows = await self._mfa.verify_audit_trail()
-        await self._storage.record_audit(
-            AuditEvent(actor=principal.subject, action="audit.verify", outcome="intact" if intact else "broken",
-                       practice_id=principal.practice_id, detail={"rows": rows})
-        )
-        if not intact:
-            log.error("the audit trail's hash chain is broken", extra={"fields": {"rows": rows}})
-        log.info("audit trail verified", extra={"fields": {"practice_id": principal.practice_id, "intact": intact}})
-        return intact, rows
-
-
-def detail_json(row: AuditRow) -> str:
-    return json.dumps(row.detail, sort_keys=True, separators=(",", ":"))

@@ -23,6 +23,7 @@ from services.auth.revocations import RevocationFeed, RevocationHandlers
 from services.auth.service_accounts import ServiceAccountHandlers
 from services.auth.servicer import AuthServicer
 from services.auth.storage import AuthStorage
+from services.common.audit_service import audit_servicer
 from services.common.clients import open_channel
 from services.common.db import prepare_database
 from services.common.server import GrpcService
@@ -103,7 +104,8 @@ async def create_service(config: AuthConfig) -> GrpcService:
                 pb_grpc.add_AuthServiceServicer_to_server,
                 servicer,
                 "confidant.auth.v1.AuthService",
-            )
+            ),
+            audit_servicer("auth", pool),
         ],
         background=[handlers.purge_loop, relay_notices, relay_client_events, keys.refresh_loop,
                     mfa.purge_loop, credentials.purge_loop],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 from confidant.auth.v1 import auth_service_pb2 as pb
 
-from services.auth.admin import AdminHandlers, detail_json
+from services.auth.admin import AdminHandlers
 from services.auth.handlers import SignedIn
 from services.auth.mfa import MfaHandlers
 from services.common.convert import PB_TO_ROLE, ROLE_TO_PB, timestamp
@@ -112,22 +112,3 @@ class MfaRpcs:
         self, request: pb.DeactivateUserRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeactivateUserResponse:
         return pb.DeactivateUserResponse(sessions_ended=await self._admin.deactivate_user(request.user_id))
-
-    async def ListAuditEvents(
-        self, request: pb.ListAuditEventsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListAuditEventsResponse:
-        rows, next_token = await self._admin.list_audit_events(request.page_size, request.page_token)
-        return pb.ListAuditEventsResponse(
-            events=[
-                pb.AuditEvent(event_id=r.event_id, occurred_at=timestamp(r.occurred_at), actor=r.actor,
-                              action=r.action, target=r.target, outcome=r.outcome, detail_json=detail_json(r))
-                for r in rows
-            ],
-            next_page_token=next_token,
-        )
-
-    async def VerifyAuditTrail(
-        self, request: pb.VerifyAuditTrailRequest, context: grpc.aio.ServicerContext
-    ) -> pb.VerifyAuditTrailResponse:
-        intact, rows = await self._admin.verify_audit_trail()
-        return pb.VerifyAuditTrailResponse(intact=intact, rows=rows)

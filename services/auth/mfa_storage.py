@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 
 import psycopg
 from psycopg import sql
@@ -17,7 +16,6 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.auth.storage import _USER_COLUMNS, AuditEvent, SessionRecord, User, _record, _session, _user
-from services.common import audit
 
 
 @dataclass(frozen=True)
@@ -44,17 +42,6 @@ class StaffRow:
     user: User
     deactivated: bool
     totp_enabled: bool
-
-
-@dataclass(frozen=True)
-class AuditRow:
-    event_id: int
-    occurred_at: datetime
-    actor: str
-    action: str
-    target: str
-    outcome: str
-    detail: dict
 
 
 class SecondFactorUsed(Exception):
@@ -318,23 +305,3 @@ class MfaStorage:
             )
 
     # -- the audit trail -----------------------------------------------------------------
-
-    async def audit_page(self, practice_id: str, before_event_id: int | None, limit: int) -> list[AuditRow]:
-        async with self._pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(
-                "SELECT event_id, occurred_at, actor, action, target, outcome, detail FROM audit_events"
-                " WHERE practice_id = %s AND (%s::bigint IS NULL OR event_id < %s::bigint)"
-                " ORDER BY event_id DESC LIMIT %s",
-                (practice_id, before_event_id, before_event_id, limit),
-            )
-            return [AuditRow(**row) for row in await cur.fetchall()]
-
-    async def verify_audit_trail(self) -> tuple[bool, int]:
-        async with self._pool.connection() as conn, conn.transaction():
-            # One snapshot for the check and the count.
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            intact = await audit.verify_chain(conn)
-            cur = await conn.execute("SELECT count(*) FROM audit_events")
-            (rows,) = await cur.fetchone()
-        return intact, rows

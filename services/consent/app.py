@@ -7,6 +7,7 @@ from pathlib import Path
 from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from confidant.consent.v1 import consent_service_pb2_grpc as pb_grpc
 
+from services.common.audit_service import audit_servicer
 from services.common.clients import open_channel
 from services.common.db import prepare_database
 from services.common.server import GrpcService
@@ -49,7 +50,8 @@ async def create_service(config: ConsentConfig, provider: SmsProvider | None = N
         name="consent",
         verifier=verifier,
         servicers=[(pb_grpc.add_ConsentServiceServicer_to_server, ConsentServicer(handlers),
-                    "confidant.consent.v1.ConsentService")],
+                    "confidant.consent.v1.ConsentService"),
+                   audit_servicer("consent", pool)],
         cleanup=[close],
         pool=pool,
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from confidant.messaging.v1 import messaging_service_pb2_grpc as pb_grpc
 
+from services.common.audit_service import audit_servicer
 from services.common.clients import open_channel
 from services.common.db import prepare_database
 from services.common.server import GrpcService
@@ -73,7 +74,8 @@ async def create_service(config: MessagingConfig) -> GrpcService:
                 pb_grpc.add_MessagingServiceServicer_to_server,
                 MessagingServicer(handlers),
                 "confidant.messaging.v1.MessagingService",
-            )
+            ),
+            audit_servicer("messaging", pool),
         ],
         background=[listener.run, hub.run, relay.run],
         stopping=[hub.close],

@@ -9,6 +9,7 @@ from confidant.consent.v1 import consent_service_pb2_grpc as consent_grpc
 from confidant.messaging.v1 import messaging_service_pb2_grpc as messaging_grpc
 from confidant.notify.v1 import notify_service_pb2_grpc as pb_grpc
 
+from services.common.audit_service import audit_servicer
 from services.common.clients import open_channel
 from services.common.clock import Clock, SystemClock
 from services.common.db import prepare_database
@@ -78,7 +79,8 @@ async def create_service(
         verifier=verifier,
         servicers=[(pb_grpc.add_NotifyServiceServicer_to_server,
                     NotifyServicer(NotifyHandlers(config, storage, clock, auth)),
-                    "confidant.notify.v1.NotifyService")],
+                    "confidant.notify.v1.NotifyService"),
+                   audit_servicer("notify", pool)],
         background=background,
         cleanup=[close],
         # notify serves its own registry (above): the request and pool series join it.

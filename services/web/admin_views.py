@@ -14,6 +14,7 @@ import functools
 
 import grpc
 from aiohttp import web
+from confidant.audit.v1 import audit_service_pb2 as audit_pb
 from confidant.auth.v1 import auth_service_pb2 as auth_pb
 
 from services.web import templates
@@ -323,10 +324,10 @@ async def deactivate(request: web.Request, person: Person) -> web.Response:
 
 @owner_page(AUDIT_OWNER_ONLY)
 async def audit_page(request: web.Request, person: Person) -> web.Response:
-    auth = request.app[BACKENDS].auth
+    trail = request.app[BACKENDS].audit["auth"]
     verified, listing = await asyncio.gather(
-        auth.VerifyAuditTrail(auth_pb.VerifyAuditTrailRequest(), metadata=person.metadata),
-        auth.ListAuditEvents(auth_pb.ListAuditEventsRequest(page_size=AUDIT_ROWS), metadata=person.metadata),
+        trail.VerifyAuditTrail(audit_pb.VerifyAuditTrailRequest(), metadata=person.metadata),
+        trail.ListAuditEvents(audit_pb.ListAuditEventsRequest(page_size=AUDIT_ROWS), metadata=person.metadata),
     )
     verdict = (render('<p class="notice" role="status">$m</p>', m=INTACT) if verified.intact
                else render('<p class="error" role="alert">$m</p>', m=ALTERED))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from aiohttp import web
+from confidant.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from confidant.consent.v1 import consent_service_pb2_grpc as consent_grpc
 from confidant.messaging.v1 import messaging_service_pb2_grpc as messaging_grpc
@@ -39,6 +40,8 @@ class Backends:
     consent: consent_grpc.ConsentServiceStub
     notify: notify_grpc.NotifyServiceStub
     health: dict[str, health_pb2_grpc.HealthStub]
+    # Each service's audit trail (confidant.audit.v1.AuditService), by service name.
+    audit: dict[str, audit_grpc.AuditServiceStub] = field(default_factory=dict)
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
 
     async def close(self) -> None:
@@ -87,6 +90,7 @@ def open_backends(config: WebConfig) -> Backends:
         consent=consent_grpc.ConsentServiceStub(channels["consent"]),
         notify=notify_grpc.NotifyServiceStub(channels["notify"]),
         health={name: health_pb2_grpc.HealthStub(ch) for name, ch in channels.items()},
+        audit={name: audit_grpc.AuditServiceStub(ch) for name, ch in channels.items()},
         channels=channels,
     )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
+from confidant.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from confidant.auth.v1 import auth_service_pb2 as pb
 from confidant.auth.v1 import auth_service_pb2_grpc as pb_grpc
 
@@ -22,6 +23,8 @@ class AuthHarness:
     database_url: str
     tokens: Tokens
     keys_dir: Path
+    # auth's audit trail (confidant.audit.v1.AuditService, on the same server).
+    audit: audit_grpc.AuditServiceStub | None = None
 
     # -- who is calling ----------------------------------------------------------------
 

@@ -1,14 +1,17 @@
 """Practice administration: the staff list, role changes, deactivation, and the
-owner's audit RPCs over auth's append-only, hash-chained audit trail."""
+owner's audit RPCs (confidant.audit.v1.AuditService) over auth's append-only, hash-chained audit trail."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, timedelta
 
 import grpc
 import psycopg
 import pytest
+from confidant.audit.v1 import audit_service_pb2 as audit_pb
 from confidant.auth.v1 import auth_service_pb2 as pb
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.tokens import TokenVerifier
 from tests.auth.harness import PASSWORD, rpc_error
@@ -138,14 +141,14 @@ async def test_the_owner_lists_and_verifies_the_audit_trail_which_is_append_only
     await sign_in(auth, member.email)
     as_owner = auth.as_user(owner)
 
-    page = await auth.stub.ListAuditEvents(pb.ListAuditEventsRequest(page_size=2), metadata=as_owner, timeout=10)
+    page = await auth.audit.ListAuditEvents(audit_pb.ListAuditEventsRequest(page_size=2), metadata=as_owner, timeout=10)
     assert len(page.events) == 2 and page.next_page_token
     assert page.events[0].event_id > page.events[1].event_id
     assert page.events[0].action == "sign_in" and page.events[0].actor == member.user_id
     assert json.loads(page.events[0].detail_json)["client_address"] == "198.51.100.4"
     everything, token = list(page.events), page.next_page_token
     while token:
-        page = await auth.stub.ListAuditEvents(pb.ListAuditEventsRequest(page_size=2, page_token=token),
+        page = await auth.audit.ListAuditEvents(audit_pb.ListAuditEventsRequest(page_size=2, page_token=token),
                                                metadata=as_owner, timeout=10)
         everything += page.events
         token = page.next_page_token
@@ -158,14 +161,14 @@ async def test_the_owner_lists_and_verifies_the_audit_trail_which_is_append_only
     assert stranger.user_id not in {e.actor for e in everything} | {e.target for e in everything}
 
     for metadata in (auth.as_user(clinician), auth.as_user(client), auth.web):
-        for call in (auth.stub.ListAuditEvents(pb.ListAuditEventsRequest(), metadata=metadata, timeout=10),
-                     auth.stub.VerifyAuditTrail(pb.VerifyAuditTrailRequest(), metadata=metadata, timeout=10)):
+        for call in (auth.audit.ListAuditEvents(audit_pb.ListAuditEventsRequest(), metadata=metadata, timeout=10),
+                     auth.audit.VerifyAuditTrail(audit_pb.VerifyAuditTrailRequest(), metadata=metadata, timeout=10)):
             assert (await rpc_error(call)).code() == grpc.StatusCode.PERMISSION_DENIED
-    err = await rpc_error(auth.stub.ListAuditEvents(pb.ListAuditEventsRequest(page_token="x"), metadata=as_owner,
+    err = await rpc_error(auth.audit.ListAuditEvents(audit_pb.ListAuditEventsRequest(page_token="x"), metadata=as_owner,
                                                     timeout=10))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
 
-    verified = await auth.stub.VerifyAuditTrail(pb.VerifyAuditTrailRequest(), metadata=as_owner, timeout=10)
+    verified = await auth.audit.VerifyAuditTrail(audit_pb.VerifyAuditTrailRequest(), metadata=as_owner, timeout=10)
     [(count,)] = await auth.execute("SELECT count(*) FROM audit_events")
     assert verified.intact and 0 < verified.rows <= count
 
@@ -182,6 +185,50 @@ async def test_the_owner_lists_and_verifies_the_audit_trail_which_is_append_only
         (practice.practice_id,),
     )
     await auth.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete")
-    broken = await auth.stub.VerifyAuditTrail(pb.VerifyAuditTrailRequest(), metadata=as_owner, timeout=10)
+    broken = await auth.audit.VerifyAuditTrail(audit_pb.VerifyAuditTrailRequest(), metadata=as_owner, timeout=10)
     assert not broken.intact
     assert [r[1] for r in await auth.audit_rows("audit.verify")] == ["intact", "broken"]
+
+
+def _stamp(moment) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+async def test_the_audit_trail_filters_by_person_client_action_and_period(auth, team):
+    practice, owner, clinician, member, client = team
+    await sign_in(auth, member.email)
+    await sign_in(auth, clinician.email)
+    as_owner = auth.as_user(owner)
+
+    async def listed(**filters) -> list[audit_pb.AuditEvent]:
+        page = await auth.audit.ListAuditEvents(audit_pb.ListAuditEventsRequest(page_size=500, **filters),
+                                                metadata=as_owner, timeout=10)
+        assert not page.next_page_token
+        return list(page.events)
+
+    everything = await listed()
+    assert {e.service for e in everything} == {"auth"}
+    by_member = await listed(actor=member.user_id)
+    assert by_member and {e.actor for e in by_member} == {member.user_id}
+    assert len(by_member) < len(everything)
+    sign_ins = await listed(actions=["sign_in"])
+    assert {e.action for e in sign_ins} == {"sign_in"}
+    assert {e.actor for e in sign_ins} >= {member.user_id, clinician.user_id}
+    # Rows about the client: those whose target is the client.
+    about_client = await listed(client_id=client.user_id)
+    assert about_client and all(e.target == client.user_id or e.client_id == client.user_id for e in about_client)
+    # A period: the newest sign-in alone.
+    newest = sign_ins[0].occurred_at
+    only = await listed(actions=["sign_in"], since=newest,
+                        until=_stamp(newest.ToDatetime(tzinfo=UTC) + timedelta(milliseconds=1)))
+    assert [e.event_id for e in only] == [sign_ins[0].event_id]
+    # Filters combine.
+    assert await listed(actor=member.user_id, actions=["user.deactivate"]) == []
+
+    for bad in ({"since": sign_ins[0].occurred_at, "until": sign_ins[0].occurred_at},
+                {"actions": [""]}, {"actor": "x\x00y"}):
+        err = await rpc_error(auth.audit.ListAuditEvents(audit_pb.ListAuditEventsRequest(**bad),
+                                                         metadata=as_owner, timeout=10))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
