@@ -28,4 +28,4 @@ async def stack(fresh_database, keys_dir, tokens, auth_address):
     async with channel(auth_address) as auth_ch:
         async with consent_service(fresh_database, keys_dir, auth_address) as (address, url), channel(address) as ch:
             yield ConsentStack(People(auth_grpc.AuthServiceStub(auth_ch), tokens), pb_grpc.ConsentServiceStub(ch), url,
-                               audit_grpc.AuditServiceStub(ch))
+                               audit=audit_grpc.AuditServiceStub(ch))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import psycopg
@@ -104,8 +104,9 @@ class ConsentStack:
     people: People
     consent: pb_grpc.ConsentServiceStub
     consent_url: str
-    # consent's audit trail as the practice owner reads it (confidant.audit.v1.AuditService).
-    audit: audit_grpc.AuditServiceStub | None = None
+    # consent's audit trail as the practice owner reads it (confidant.audit.v1.AuditService);
+    # keyword-only, so stacks built on this one (notify's) add their fields as before.
+    audit: audit_grpc.AuditServiceStub | None = field(default=None, kw_only=True)
 
     async def sql(self, query: str, params=()) -> list[tuple]:
         async with await psycopg.AsyncConnection.connect(self.consent_url, autocommit=True) as conn:
