@@ -28,7 +28,8 @@ class ConsentConfig:
     database_app_role: str = DEFAULT_APP_ROLE
     sms_provider: str = SMS_PROVIDER_NONE
     aws: AwsSettings = field(default_factory=AwsSettings)
-    # Named in the HELP reply as whom to ask (never a person's details).
+    # Whom to ask, in HELP and the automatic answer, when the practice gives no phone or
+    # email (or cannot be known); never a person's details.
     help_contact: str = "your practice"
     # The deadline of each call to the SMS provider.
     provider_timeout_seconds: float = 5.0

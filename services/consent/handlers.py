@@ -13,6 +13,17 @@ timeouts. If the provider cannot be asked, the save keeps our own entries and re
 nothing about the provider: the state is OPTED_IN and a text to a number the provider
 still blocks fails there (the provider never delivers to its opted-out numbers); the
 check is logged as not done (ids only), and the next save that gives consent asks again.
+
+Inbound texts (``receive_inbound_sms``) are applied to every client whose number sent
+them (a family may share one). STOP, START and HELP are answered as carriers require;
+a text that is not a keyword gets one automatic answer per number per 24 hours (counted
+from the ledger's ``auto_reply_sent`` entries, whoever's they are), recorded for every
+client with the number. Further texts within the day are answered with nothing and not
+recorded again (the ledger is the consent's evidence, not a log of chatter; ``inbound_sms``
+keeps every message id). No automatic answer goes to a number that is no client's (we
+would not know whose texts these are), nor to one a client opted out or the carrier
+blocks (after STOP only the one confirmation is sent). A number that clients of several
+practices share gets one answer in neutral wording (services/consent/replies.py).
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
 
 from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.common.identity import Principal, caller, require_scope, require_service, require_staff
-from services.consent import keywords
+from services.consent import keywords, replies
 from services.consent.keywords import Keyword
 from services.consent.ledger import (
     Consent,
@@ -40,7 +51,7 @@ from services.consent.ledger import (
     needs_provider_check,
     reply_entry,
 )
-from services.consent.phones import normalise
+from services.consent.phones import for_people, normalise
 from services.consent.provider import OptInRefused, ProviderUnavailable, SmsProvider
 from services.consent.storage import ConsentStorage, LedgerRow, NumberHolder
 
@@ -61,12 +72,17 @@ SCOPE_WRITE = "consent.write"
 INBOUND_PROVIDERS = frozenset({"sns", "twilio", "development"})
 # AWS: OptInPhoneNumber works once per number per 30 days.
 OPT_IN_INTERVAL_DAYS = 30
+# A text that is not a keyword is answered once per number in this many hours.
+AUTO_REPLY_INTERVAL_HOURS = 24
+# States in which a number gets nothing but what carriers require (STOP's one confirmation, HELP).
+_HELD_BACK = frozenset({State.OPTED_OUT, State.CARRIER_BLOCKED})
 
 
 @dataclass(frozen=True)
 class ClientPhone:
     client_id: str
     phone: str | None
+    # Texts may be sent now (OPTED_IN): what "Text message ok" shows.
     text_ok: bool
     state: State
     since: datetime | None = None
@@ -84,6 +100,7 @@ class InboundAction:
     OPTED_IN = "opted_in"
     HELP = "help"
     NONE = "none"
+    AUTO_REPLY = "auto_reply"
 
 
 @dataclass(frozen=True)
@@ -103,7 +120,8 @@ class ProviderCheck:
 
 
 def _view(client_id: str, consent: Consent) -> ClientPhone:
-    return ClientPhone(client_id, consent.phone, consent.text_ok, consent.state, consent.since)
+    # "Text message ok" shows ticked only while texts may be sent (a tick under a STOP sends nothing).
+    return ClientPhone(client_id, consent.phone, consent.sms_allowed, consent.state, consent.since)
 
 
 def _staff_or_account(scope: str) -> Principal:
@@ -183,7 +201,7 @@ class ConsentHandlers:
             check = None
             if self._provider is not None and needs_provider_check(current, after):
                 check, after = await self._ask_provider(conn, client_id, staff, source, after)
-            await self._storage.save_current_number(conn, client_id, staff.practice_id, after.phone, after.text_ok)
+            await self._storage.save_current_number(conn, client_id, staff.practice_id, after.phone, after.sms_allowed)
             detail = {"events": [str(e.event) for e in entries], "before": str(current.state),
                       "after": str(after.state), "source": source}
             if check is not None:
@@ -274,7 +292,8 @@ class ConsentHandlers:
         sends one reply per inbound message, so it never texts twice). Each
         change is confirmed by exactly one text; HELP is always answered (also from a
         number we do not know), naming the practice when the number belongs to clients
-        of exactly one practice and no practice otherwise.
+        of exactly one practice and no practice otherwise. A text that is not a keyword
+        gets the once-a-day automatic answer (see the module docstring).
         """
         require_service("web")
         message_id = provider_message_id.strip()
@@ -283,59 +302,96 @@ class ConsentHandlers:
         provider = _inbound_provider(provider)
         phone = normalise(from_number, self._region)
         keyword = keywords.classify(body)
-        ledger_provider = provider or None
+        acted_for: list[NumberHolder] = []
         async with self._storage.transaction() as conn:
             if not await self._storage.record_inbound_sms(conn, provider, message_id, phone, _our_number(to_number, self._region)):
                 # A retried webhook: it acted the first time and changes nothing now. Its reply is
                 # given again, because the first one may not have reached notify; notify sends one
                 # reply per inbound message whatever happens.
-                first, practice_ids = await self._storage.inbound_outcome(conn, provider, message_id)
-                return InboundResult(InboundAction.NONE, await self._reply_text(first, set(practice_ids)), phone)
-            acted_for: list[NumberHolder] = []
-            holders = [] if keyword is Keyword.OTHER else await self._storage.clients_with_number(conn, phone)
-            for holder in holders:
-                await self._storage.lock_client(conn, holder.client_id)
-                consent = fold(
-                    row.as_entry() for row in await self._storage.ledger_for_client(conn, holder.client_id)
-                )
-                if consent.phone != phone:
-                    continue  # the number changed since we looked it up
-                entry = reply_entry(consent, keyword, phone)
-                if entry is None:
-                    continue
-                stored = await self._storage.append_ledger(
-                    conn, client_id=holder.client_id, practice_id=holder.practice_id, entries=[entry],
-                    actor=holder.client_id, source=SOURCE_SMS, provider_message_id=message_id,
-                    provider=ledger_provider,
-                )
-                after = fold((row.as_entry() for row in stored), start=consent)
-                if after.state is not consent.state:
-                    await self._storage.save_current_number(
-                        conn, holder.client_id, holder.practice_id, after.phone, after.text_ok
-                    )
-                    await self._storage.audit(
-                        conn, actor=holder.client_id, action=f"consent.{keyword.value}_by_sms", outcome="ok",
-                        target=holder.client_id, practice_id=holder.practice_id,
-                        detail={"provider_message_id": message_id, "provider": provider,
-                                "before": str(consent.state), "after": str(after.state)},
-                    )
-                acted_for.append(holder)
-            action = self._action(keyword, bool(acted_for))
-            if action != InboundAction.NONE:
-                # One confirmation per change, recorded for every client it concerned.
-                for holder in acted_for:
-                    await self._storage.append_ledger(
-                        conn, client_id=holder.client_id, practice_id=holder.practice_id,
-                        entries=[Entry(Event.CONFIRMATION_SENT, phone)], actor=SYSTEM_ACTOR,
-                        source=SOURCE_SMS, provider_message_id=message_id, provider=ledger_provider,
-                    )
-            await self._storage.set_inbound_action(
-                conn, provider, message_id, action, list({h.practice_id for h in acted_for})
-            )
-        reply = await self._reply_text(action, {h.practice_id for h in acted_for})
+                answered, practice_ids = await self._storage.inbound_outcome(conn, provider, message_id)
+                action = InboundAction.NONE
+            else:
+                if keyword is Keyword.OTHER:
+                    action, acted_for = await self._auto_reply(conn, phone, message_id, provider)
+                else:
+                    action, acted_for = await self._apply_keyword(conn, keyword, phone, message_id, provider)
+                answered, practice_ids = action, sorted({h.practice_id for h in acted_for})
+                await self._storage.set_inbound_action(conn, provider, message_id, action, practice_ids)
+        # Auth is asked for the practice's name and contact after the commit, not inside it.
+        reply = await self._reply_text(answered, set(practice_ids))
         log.info("inbound sms", extra={"fields": {"provider_message_id": message_id, "provider": provider,
                                                    "action": action, "clients": len(acted_for)}})
         return InboundResult(action, reply, phone)
+
+    async def _holders(self, conn: psycopg.AsyncConnection, phone: str) -> list[tuple[NumberHolder, Consent]]:
+        """The clients whose number ``phone`` is, each locked, with their consent."""
+        found = []
+        for holder in await self._storage.clients_with_number(conn, phone):
+            await self._storage.lock_client(conn, holder.client_id)
+            consent = fold(row.as_entry() for row in await self._storage.ledger_for_client(conn, holder.client_id))
+            if consent.phone == phone:  # else the number changed since we looked it up
+                found.append((holder, consent))
+        return found
+
+    async def _apply_keyword(
+        self, conn: psycopg.AsyncConnection, keyword: Keyword, phone: str, message_id: str, provider: str
+    ) -> tuple[str, list[NumberHolder]]:
+        """STOP, START, HELP or an opt-out in the client's own words, for every client with the number."""
+        acted_for: list[NumberHolder] = []
+        for holder, consent in await self._holders(conn, phone):
+            entry = reply_entry(consent, keyword, phone)
+            if entry is None:
+                continue
+            stored = await self._storage.append_ledger(
+                conn, client_id=holder.client_id, practice_id=holder.practice_id, entries=[entry],
+                actor=holder.client_id, source=SOURCE_SMS, provider_message_id=message_id, provider=provider or None,
+            )
+            after = fold((row.as_entry() for row in stored), start=consent)
+            if after.state is not consent.state:
+                await self._storage.save_current_number(
+                    conn, holder.client_id, holder.practice_id, after.phone, after.sms_allowed
+                )
+            await self._storage.audit(
+                conn, actor=holder.client_id, action=f"consent.{keyword.value}_by_sms", outcome="ok",
+                target=holder.client_id, practice_id=holder.practice_id,
+                detail={"provider_message_id": message_id, "provider": provider,
+                        "before": str(consent.state), "after": str(after.state)},
+            )
+            acted_for.append(holder)
+        action = self._action(keyword, bool(acted_for))
+        if action != InboundAction.NONE:
+            # One confirmation per change, recorded for every client it concerned.
+            for holder in acted_for:
+                await self._storage.append_ledger(
+                    conn, client_id=holder.client_id, practice_id=holder.practice_id,
+                    entries=[Entry(Event.CONFIRMATION_SENT, phone)], actor=SYSTEM_ACTOR,
+                    source=SOURCE_SMS, provider_message_id=message_id, provider=provider or None,
+                )
+        return action, acted_for
+
+    async def _auto_reply(
+        self, conn: psycopg.AsyncConnection, phone: str, message_id: str, provider: str
+    ) -> tuple[str, list[NumberHolder]]:
+        """The once-a-day automatic answer to a text that is not a keyword, or NONE (module docstring)."""
+        # Two texts from one number at once: the second waits, then finds the first one's answer.
+        await self._storage.lock_auto_reply(conn, phone)
+        holders = await self._holders(conn, phone)
+        if not holders or any(consent.state in _HELD_BACK for _, consent in holders):
+            return InboundAction.NONE, []
+        if await self._storage.auto_reply_sent_within(conn, phone, AUTO_REPLY_INTERVAL_HOURS):
+            return InboundAction.NONE, []
+        for holder, _ in holders:
+            await self._storage.append_ledger(
+                conn, client_id=holder.client_id, practice_id=holder.practice_id,
+                entries=[Entry(Event.AUTO_REPLY_SENT, phone)], actor=SYSTEM_ACTOR, source=SOURCE_SMS,
+                provider_message_id=message_id, provider=provider or None,
+            )
+            await self._storage.audit(
+                conn, actor=SYSTEM_ACTOR, action="consent.auto_reply_sent", outcome="ok",
+                target=holder.client_id, practice_id=holder.practice_id,
+                detail={"provider_message_id": message_id, "provider": provider},
+            )
+        return InboundAction.AUTO_REPLY, [holder for holder, _ in holders]
 
     @staticmethod
     def _action(keyword: Keyword, acted: bool) -> str:
@@ -350,23 +406,34 @@ class ConsentHandlers:
         return InboundAction.NONE
 
     async def _reply_text(self, action: str, practice_ids: set[str]) -> str:
-        if action == InboundAction.OPTED_OUT:
-            return keywords.OPTED_OUT_REPLY
-        if action == InboundAction.OPTED_IN:
-            return keywords.OPTED_IN_REPLY
-        if action == InboundAction.HELP:
-            name = await self._practice_name(next(iter(practice_ids))) if len(practice_ids) == 1 else None
-            return keywords.help_reply(name, self._help_contact)
-        return ""
+        """The text that answers ``action``, naming the practice when exactly one is concerned."""
+        texts = {
+            InboundAction.OPTED_OUT: replies.opted_out,
+            InboundAction.OPTED_IN: replies.opted_in,
+            InboundAction.HELP: replies.help_text,
+            InboundAction.AUTO_REPLY: replies.auto_reply,
+        }
+        if action not in texts:
+            return ""
+        return texts[action](await self._sender(practice_ids))
 
-    async def _practice_name(self, practice_id: str) -> str | None:
-        """The practice's name for the HELP reply; None (a generic reply) when auth cannot say."""
+    async def _sender(self, practice_ids: set[str]) -> replies.Sender:
+        """Whom the reply speaks for: the practice and how to reach it (from auth), when there is
+        exactly one; neutral when there is none or several, or when auth cannot say."""
+        neutral = replies.Sender(fallback=self._help_contact)
+        if len(practice_ids) != 1:
+            return neutral
         try:
-            reply = await self._auth.GetPractice(auth_pb.GetPracticeRequest(practice_id=practice_id))
+            reply = await self._auth.GetPractice(auth_pb.GetPracticeRequest(practice_id=next(iter(practice_ids))))
         except grpc.aio.AioRpcError as exc:
-            log.warning("practice name lookup failed", extra={"fields": {"code": exc.code().name}})
-            return None
-        return reply.practice.name or None
+            log.warning("practice lookup failed", extra={"fields": {"code": exc.code().name}})
+            return neutral
+        practice = reply.practice
+        if not practice.name.strip():
+            return neutral
+        phone = for_people(practice.contact_phone, self._region) if practice.contact_phone.strip() else ""
+        return replies.Sender(practice.name, phone=phone, email=practice.contact_email.strip(),
+                              fallback=self._help_contact)
 
     # -- authorization helpers -------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Inbound SMS: what a reply means, and the texts sent back (no PHI).
+"""Inbound SMS: what a reply means (the texts sent back are in services/consent/replies.py).
 
 Three layers, most certain first:
 1. the carriers' single-word keywords (STOP, START, HELP and their synonyms), whatever
@@ -12,9 +12,9 @@ Three layers, most certain first:
 The phrase list is deliberately short and guarded: a phrase counts only when the rest
 of the message holds no negation or question of why ("don't stop texting me", "I can't
 stop", "why did you stop texting me?" are not opt-outs). A message we do not understand
-changes nothing; the client can always reply STOP. An unguarded listed phrase counts
-wherever it stands: reading an opt-out where there was none costs one "Reply START to
-resubscribe" text, missing one breaks the law.
+changes no consent (it gets the once-a-day automatic answer); the client can always reply
+STOP. An unguarded listed phrase counts wherever it stands: reading an opt-out where there
+was none costs one "Reply START to resubscribe" text, missing one breaks the law.
 """
 
 from __future__ import annotations
@@ -57,24 +57,6 @@ _GUARDS = frozenset({
 _POLITE = frozenset({"please", "pls", "plz", "now", "thanks", "thank", "you", "ok", "okay", "asap", "just"})
 _APOSTROPHES = re.compile(r"['\u2019\u02bc`]")
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
-
-OPTED_OUT_REPLY = (
-    "You have been unsubscribed from Confidant secure messaging alerts: "
-    "You will no longer receive text messages. Reply START to resubscribe."
-)
-OPTED_IN_REPLY = "You have been resubscribed to text alerts. Reply STOP to unsubscribe."
-
-
-def help_reply(practice_name: str | None, contact: str) -> str:
-    """The HELP/INFO answer: who is texting, how to stop, rates, and whom to ask.
-
-    ``practice_name`` is None when the number is unknown or belongs to clients of
-    several practices: then no practice is named (naming one would be a guess).
-    """
-    program = f"{practice_name}: Confidant secure message alerts." if practice_name else (
-        "Confidant secure message alerts.")
-    return f"{program} Reply STOP to unsubscribe. Msg & data rates may apply. For help, contact {contact}."
-
 
 def _words(body: str) -> list[str]:
     text = _APOSTROPHES.sub("", body.lower())

@@ -2,24 +2,43 @@
 
 The ledger is the source of truth: every change to a client's number, to the
 "Text message ok" checkbox, every STOP/START/HELP reply, every opt-out in the
-client's own words, what the SMS provider told us and every confirmation we sent
-is appended as one entry (who, when, source, number, the provider and its message
-id), and the state is always recomputed from the entries, oldest first. Nothing is
-stored as "the state": ``fold`` is its only definition.
+client's own words, what the SMS provider told us, every confirmation and every
+automatic answer we sent is appended as one entry (who, when, source, number, the
+provider and its message id; never the words of a text), and the state is always
+recomputed from the entries, oldest first. Nothing is stored as "the state": ``fold``
+is its only definition.
 
-Rules (from the help-centre article, PRODUCT.md and issue 5):
+Rules (from the help-centre article, PRODUCT.md and issues 5 and 11):
 - no number on file                      -> NO_NUMBER
 - a number without "Text message ok"     -> NOT_GIVEN
-- a number with "Text message ok"        -> OPTED_IN
-- the client replied STOP (or a synonym) or asked to stop in their own words -> OPTED_OUT,
-  and it stays out whatever the checkbox does, until the client replies START (which
-  re-consents and ticks the checkbox again) or the clinician deletes the number, saves,
-  re-adds it and ticks "Text message ok" again (the article's re-enable path).
+- a number with "Text message ok"        -> OPTED_IN, the only state in which texts are sent
+  (and the only one in which the Client Info tab shows "Text message ok" ticked).
+- the client replied STOP (or a synonym) or asked to stop in their own words -> OPTED_OUT.
+  The opt-out belongs to the number: the fold remembers, per number, that it opted out
+  (``Consent.opted_out_numbers``), and the client's number is OPTED_OUT whenever it is a
+  remembered one, whatever the checkbox does and however often the number is changed
+  away and back (A -> B -> A is still out). A number's opt-out is lifted only by
+  - START from that number (which re-consents and ticks the checkbox again), or
+  - deleting that number: a save that removes the client's number (it is always a save
+    of its own), after which adding the number again is a fresh number that needs
+    "Text message ok" again (the article's "delete, save, re-add and tick" path).
+    Deleting another number, or changing the number to another one, lifts nothing.
+  A STOP or START about a number other than the client's current one updates what is
+  remembered about that number and nothing else.
+- ticking "Text message ok" while the number is OPTED_OUT or CARRIER_BLOCKED is recorded
+  as what the clinician did (``text_ok_checked``) and changes nothing: nothing is sent.
 - we have consent but the SMS provider still lists the number as opted out and would
   not (or may not yet) opt it in again -> CARRIER_BLOCKED, until the client replies
-  START, the provider opts the number in, or the number is changed or deleted.
-- a change to a different number needs "Text message ok" again; a reply or a provider
-  verdict about another number than the current one changes nothing.
+  START, the provider opts the number in, or the number is changed or deleted (a
+  provider's block is not remembered per number: giving consent to a number again asks
+  the provider again).
+- a change to a different number needs "Text message ok" again; a provider verdict
+  about another number than the current one changes nothing.
+- HELP requests, confirmations and automatic answers change nothing.
+
+A save records exactly what changed from what the Client Info tab showed
+(``changes_for_save``): the box shows ticked only while OPTED_IN, so a tick under a
+STOP is always recorded, and saving the box unticked as shown records nothing.
 
 Retention: the product never deletes or rewrites the ledger (migration 0001's triggers
 refuse UPDATE, DELETE and TRUNCATE, and the service's database role has no such rights,
@@ -54,6 +73,8 @@ class Event(enum.StrEnum):
     PROVIDER_BLOCK_SEEN = "provider_block_seen"
     # We asked the provider to opt the number in again (AWS allows one per number per 30 days).
     PROVIDER_OPT_IN_REQUESTED = "provider_opt_in_requested"
+    # The once-a-day answer to a text that is not a keyword (never its words).
+    AUTO_REPLY_SENT = "auto_reply_sent"
 
 
 class State(enum.StrEnum):
@@ -64,11 +85,9 @@ class State(enum.StrEnum):
     CARRIER_BLOCKED = "carrier_blocked"
 
 
-# Entries that speak about one number: they count only while it is the client's number.
-_ABOUT_THE_NUMBER = frozenset({
-    Event.KEYWORD_STOP, Event.FREE_TEXT_REVOCATION, Event.KEYWORD_START,
-    Event.PROVIDER_BLOCK_SEEN, Event.PROVIDER_OPT_IN_REQUESTED,
-})
+_OPT_OUTS = frozenset({Event.KEYWORD_STOP, Event.FREE_TEXT_REVOCATION})
+# The provider's verdicts: they count only while the number they name is the client's.
+_PROVIDER_VERDICTS = frozenset({Event.PROVIDER_BLOCK_SEEN, Event.PROVIDER_OPT_IN_REQUESTED})
 
 
 @dataclass(frozen=True)
@@ -85,12 +104,21 @@ class Consent:
     """A client's consent after folding the ledger."""
 
     phone: str | None = None
-    text_ok: bool = False
-    opted_out: bool = False
+    # The clinician's "Text message ok" for the current number stands (ticked since the
+    # number arrived, or START from it). What was done to the box, not what the Client
+    # Info tab shows: that is ``sms_allowed`` (a tick under a STOP sends nothing).
+    ticked: bool = False
     carrier_blocked: bool = False
+    # Every number of this client that opted out and whose opt-out no START from it and
+    # no deletion of it has lifted (see the module docstring).
+    opted_out_numbers: frozenset[str] = frozenset()
     # When the client entered the current state (or got the current number): the
     # created_at of the entry that did it.
     since: datetime | None = None
+
+    @property
+    def opted_out(self) -> bool:
+        return self.phone is not None and self.phone in self.opted_out_numbers
 
     @property
     def state(self) -> State:
@@ -98,7 +126,7 @@ class Consent:
             return State.NO_NUMBER
         if self.opted_out:
             return State.OPTED_OUT
-        if not self.text_ok:
+        if not self.ticked:
             return State.NOT_GIVEN
         if self.carrier_blocked:
             return State.CARRIER_BLOCKED
@@ -106,6 +134,7 @@ class Consent:
 
     @property
     def sms_allowed(self) -> bool:
+        """Whether texts may be sent now; also whether "Text message ok" shows ticked."""
         return self.state is State.OPTED_IN
 
 
@@ -118,27 +147,29 @@ def _next(consent: Consent, event: Event, phone: str | None) -> Consent:
             raise ValueError(f"{event} needs a phone number.")
         if phone == consent.phone:
             return consent
-        # A different number: an earlier STOP or block was about the old number, and the
-        # new one needs "Text message ok" again.
-        return Consent(phone=phone)
+        # A different number needs "Text message ok" again; what each number said is remembered.
+        return Consent(phone=phone, opted_out_numbers=consent.opted_out_numbers)
     if event is Event.NUMBER_DELETED:
-        return EMPTY
+        # The delete, save, re-add path: the deleted number's opt-out goes with it.
+        return Consent(opted_out_numbers=consent.opted_out_numbers - {consent.phone})
     if event is Event.TEXT_OK_CHECKED:
-        return replace(consent, text_ok=True) if consent.phone is not None else consent
+        return replace(consent, ticked=True) if consent.phone is not None else consent
     if event is Event.TEXT_OK_UNCHECKED:
-        return replace(consent, text_ok=False)
-    if event in _ABOUT_THE_NUMBER:
-        if consent.phone is None or (phone is not None and phone != consent.phone):
+        return replace(consent, ticked=False)
+    about = phone if phone is not None else consent.phone
+    if about is None:
+        return consent
+    if event in _OPT_OUTS:
+        return replace(consent, opted_out_numbers=consent.opted_out_numbers | {about})
+    if event is Event.KEYWORD_START:
+        lifted = replace(consent, opted_out_numbers=consent.opted_out_numbers - {about})
+        # From the current number the client re-consents, which also lifts a provider block.
+        return replace(lifted, ticked=True, carrier_blocked=False) if about == consent.phone else lifted
+    if event in _PROVIDER_VERDICTS:
+        if about != consent.phone:
             return consent
-        if event is Event.KEYWORD_STOP or event is Event.FREE_TEXT_REVOCATION:
-            return replace(consent, opted_out=True)
-        if event is Event.KEYWORD_START:
-            # The client re-consents from their own phone, which also lifts a provider block.
-            return replace(consent, opted_out=False, text_ok=True, carrier_blocked=False)
-        if event is Event.PROVIDER_BLOCK_SEEN:
-            return replace(consent, carrier_blocked=True)
-        return replace(consent, carrier_blocked=False)  # PROVIDER_OPT_IN_REQUESTED
-    # HELP and confirmations change nothing.
+        return replace(consent, carrier_blocked=event is Event.PROVIDER_BLOCK_SEEN)
+    # HELP, confirmations and automatic answers change nothing.
     return consent
 
 
@@ -158,10 +189,12 @@ def fold(entries: Iterable[Entry], start: Consent = EMPTY) -> Consent:
 
 
 def changes_for_save(current: Consent, phone: str | None, text_ok: bool) -> list[Entry]:
-    """The entries that record a Client Info save: exactly what changed, nothing else.
+    """The entries that record a Client Info save: exactly what changed from what the tab
+    showed (the number, and "Text message ok" ticked only while texts may be sent).
 
     ``phone`` is the normalised number (None deletes it; "Text message ok" cannot stay
-    ticked without a number).
+    ticked without a number). A tick while the number is opted out or blocked is
+    recorded, and changes nothing.
     """
     if phone is None:
         return [Entry(Event.NUMBER_DELETED, current.phone)] if current.phone is not None else []
@@ -170,10 +203,10 @@ def changes_for_save(current: Consent, phone: str | None, text_ok: bool) -> list
         entries.append(Entry(Event.NUMBER_ADDED, phone))
     elif current.phone != phone:
         entries.append(Entry(Event.NUMBER_CHANGED, phone))
-    after = fold(entries, start=current)
-    if text_ok and not after.text_ok:
+    shown = fold(entries, start=current).sms_allowed
+    if text_ok and not shown:
         entries.append(Entry(Event.TEXT_OK_CHECKED, phone))
-    elif not text_ok and after.text_ok:
+    elif not text_ok and shown:
         entries.append(Entry(Event.TEXT_OK_UNCHECKED, phone))
     return entries
 

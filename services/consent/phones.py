@@ -21,3 +21,16 @@ def normalise(raw: str, region: str = "US") -> str:
     if not phonenumbers.is_valid_number(number):
         raise InvalidArgument(INVALID_NUMBER)
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def for_people(e164: str, region: str = "US") -> str:
+    """A number as people read it: national format for the default region ("(212) 555-0100"),
+    international otherwise; as given when it does not parse (it is only shown, never dialled)."""
+    try:
+        number = phonenumbers.parse(e164, region)
+    except phonenumbers.NumberParseException:
+        return e164.strip()
+    national = phonenumbers.region_code_for_number(number) == region
+    return phonenumbers.format_number(
+        number, phonenumbers.PhoneNumberFormat.NATIONAL if national else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )

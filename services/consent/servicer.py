@@ -24,6 +24,7 @@ _ACTIONS = {
     InboundAction.OPTED_IN: pb.INBOUND_ACTION_OPTED_IN,
     InboundAction.HELP: pb.INBOUND_ACTION_HELP,
     InboundAction.NONE: pb.INBOUND_ACTION_NONE,
+    InboundAction.AUTO_REPLY: pb.INBOUND_ACTION_AUTO_REPLY,
 }
 
 

@@ -14,10 +14,11 @@ from psycopg_pool import AsyncConnectionPool
 from services.common import audit
 from services.consent.ledger import Entry
 
-# The first keys of the two-key advisory locks that serialise changes per client, and
-# the provider opt-in decision per number.
+# The first keys of the two-key advisory locks that serialise changes per client, the
+# provider opt-in decision per number, and the automatic answer per number.
 _CLIENT_LOCK_SPACE = 53_001
 _NUMBER_LOCK_SPACE = 53_002
+_AUTO_REPLY_LOCK_SPACE = 53_003
 _LEDGER_COLUMNS = (
     "entry_id, client_id, practice_id, event, actor, source, phone_e164, provider_message_id, created_at, provider"
 )
@@ -63,6 +64,11 @@ class ConsentStorage:
         """Serialise the provider opt-in decision for one number (across clients) until the transaction ends."""
         await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_NUMBER_LOCK_SPACE, phone))
 
+    async def lock_auto_reply(self, conn: psycopg.AsyncConnection, phone: str) -> None:
+        """Serialise the once-a-day answer to ``phone`` until the transaction ends. Taken before
+        any client's lock, and never while holding one, so it cannot deadlock with them."""
+        await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_AUTO_REPLY_LOCK_SPACE, phone))
+
     async def ledger_for_client(self, conn: psycopg.AsyncConnection, client_id: str) -> list[LedgerRow]:
         async with conn.cursor(row_factory=class_row(LedgerRow)) as cur:
             await cur.execute(
@@ -77,6 +83,16 @@ class ConsentStorage:
             "SELECT EXISTS (SELECT FROM consent_ledger WHERE event = 'provider_opt_in_requested'"
             " AND phone_e164 = %s AND created_at > now() - make_interval(days => %s))",
             (phone, days),
+        )
+        (found,) = await cur.fetchone()
+        return bool(found)
+
+    async def auto_reply_sent_within(self, conn: psycopg.AsyncConnection, phone: str, hours: int) -> bool:
+        """Whether ``phone`` got the automatic answer within the last ``hours`` hours, for any client."""
+        cur = await conn.execute(
+            "SELECT EXISTS (SELECT FROM consent_ledger WHERE event = 'auto_reply_sent'"
+            " AND phone_e164 = %s AND created_at > now() - make_interval(hours => %s))",
+            (phone, hours),
         )
         (found,) = await cur.fetchone()
         return bool(found)
@@ -109,7 +125,7 @@ class ConsentStorage:
     async def save_current_number(
         self, conn: psycopg.AsyncConnection, client_id: str, practice_id: str, phone: str | None, text_ok: bool
     ) -> None:
-        """Keep the phone_numbers row in step with the ledger's fold."""
+        """Keep the phone_numbers row in step with the ledger's fold (``text_ok``: texts may be sent now)."""
         await conn.execute(
             "INSERT INTO phone_numbers (client_id, practice_id, phone_e164, text_ok, updated_at)"
             " VALUES (%s, %s, %s, %s, now())"

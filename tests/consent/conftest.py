@@ -9,6 +9,7 @@ database role) starts one against the same auth (``auth_address``).
 from __future__ import annotations
 
 import pytest
+from confidant.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from confidant.consent.v1 import consent_service_pb2_grpc as pb_grpc
 
@@ -26,4 +27,5 @@ async def auth_address(fresh_database, keys_dir):
 async def stack(fresh_database, keys_dir, tokens, auth_address):
     async with channel(auth_address) as auth_ch:
         async with consent_service(fresh_database, keys_dir, auth_address) as (address, url), channel(address) as ch:
-            yield ConsentStack(People(auth_grpc.AuthServiceStub(auth_ch), tokens), pb_grpc.ConsentServiceStub(ch), url)
+            yield ConsentStack(People(auth_grpc.AuthServiceStub(auth_ch), tokens), pb_grpc.ConsentServiceStub(ch), url,
+                               audit=audit_grpc.AuditServiceStub(ch))

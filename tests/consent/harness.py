@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import psycopg
 import pytest
+from confidant.audit.v1 import audit_service_pb2 as audit_pb
+from confidant.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from confidant.auth.v1 import auth_service_pb2 as auth_pb
 from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from confidant.consent.v1 import consent_service_pb2 as pb
@@ -102,6 +104,9 @@ class ConsentStack:
     people: People
     consent: pb_grpc.ConsentServiceStub
     consent_url: str
+    # consent's audit trail as the practice owner reads it (confidant.audit.v1.AuditService);
+    # keyword-only, so stacks built on this one (notify's) add their fields as before.
+    audit: audit_grpc.AuditServiceStub | None = field(default=None, kw_only=True)
 
     async def sql(self, query: str, params=()) -> list[tuple]:
         async with await psycopg.AsyncConnection.connect(self.consent_url, autocommit=True) as conn:
@@ -138,6 +143,14 @@ class ConsentStack:
             ),
             metadata=self.people.service("web"), timeout=5,
         )
+
+    async def audit_events(self, owner: auth_pb.User, **filters) -> list[audit_pb.AuditEvent]:
+        """The owner's view of consent's trail, newest first, with ListAuditEventsRequest's filters."""
+        assert self.audit is not None
+        reply = await self.audit.ListAuditEvents(
+            audit_pb.ListAuditEventsRequest(page_size=500, **filters), metadata=self.people.as_user(owner), timeout=5
+        )
+        return list(reply.events)
 
     async def sms_allowed(self, client: auth_pb.User) -> pb.CheckSmsAllowedResponse:
         return await self.consent.CheckSmsAllowed(

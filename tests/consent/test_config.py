@@ -61,4 +61,5 @@ async def test_the_help_reply_gives_the_configured_contact(stack, fresh_database
         _, e164 = new_phone()
         reply = await own.inbound(e164, "help")
         assert reply.action == pb.INBOUND_ACTION_HELP
-        assert reply.reply_text.endswith("Msg & data rates may apply. For help, contact (212) 555-0100.")
+        assert reply.reply_text == ("Secure message alerts. For help, contact (212) 555-0100. "
+                                    "Reply STOP to unsubscribe. Msg & data rates may apply.")

@@ -12,8 +12,13 @@ from confidant.auth.v1 import auth_service_pb2 as auth_pb
 from confidant.consent.v1 import consent_service_pb2 as pb
 
 from services.common.audit import verify_chain
-from services.consent.keywords import OPTED_IN_REPLY, OPTED_OUT_REPLY
+from services.consent import replies
 from tests.consent.harness import new_phone, rpc_error
+
+# The practice People.practice() makes, with no contact of its own: the setting's fallback.
+LAKESIDE = replies.Sender("Lakeside Counseling")
+OPTED_OUT_REPLY = replies.opted_out(LAKESIDE)
+OPTED_IN_REPLY = replies.opted_in(LAKESIDE)
 
 
 @pytest.fixture
@@ -188,7 +193,9 @@ async def test_stop_then_start_each_confirmed_once_and_ledgered(stack, office):
 
     stop = await stack.inbound(typed, "  Stop ", "SM-stop-1")
     assert (stop.action, stop.reply_text, stop.reply_to) == (pb.INBOUND_ACTION_OPTED_OUT, OPTED_OUT_REPLY, e164)
-    assert (await stack.get_phone(owner, client)).state == pb.CONSENT_STATE_OPTED_OUT
+    stopped = await stack.get_phone(owner, client)
+    # "Text message ok" shows unticked after STOP; the state says why.
+    assert (stopped.state, stopped.text_ok) == (pb.CONSENT_STATE_OPTED_OUT, False)
     assert not (await stack.sms_allowed(client)).allowed
 
     # The provider retries the same webhook: nothing changes twice. The reply comes again (the
@@ -199,9 +206,11 @@ async def test_stop_then_start_each_confirmed_once_and_ledgered(stack, office):
     another = await stack.inbound(e164, "unsubscribe")
     assert (another.action, another.reply_text) == (pb.INBOUND_ACTION_NONE, "")
 
-    # The clinician cannot override the STOP with the checkbox.
+    # The clinician cannot override the STOP with the checkbox: saving it unticked, as shown,
+    # records nothing; ticking it is recorded as what they did, and changes nothing.
     await stack.set_phone(owner, client, typed, False)
-    assert (await stack.set_phone(owner, client, typed, True)).state == pb.CONSENT_STATE_OPTED_OUT
+    ticked = await stack.set_phone(owner, client, typed, True)
+    assert (ticked.state, ticked.text_ok) == (pb.CONSENT_STATE_OPTED_OUT, False)
     assert not (await stack.sms_allowed(client)).allowed
 
     start = await stack.inbound(e164, "start", "SM-start-1")
@@ -214,8 +223,8 @@ async def test_stop_then_start_each_confirmed_once_and_ledgered(stack, office):
 
     entries = await stack.ledger(owner, client)
     assert events(entries) == [
-        "number_added", "text_ok_checked", "keyword_stop", "confirmation_sent", "text_ok_unchecked",
-        "text_ok_checked", "keyword_start", "confirmation_sent",
+        "number_added", "text_ok_checked", "keyword_stop", "confirmation_sent", "text_ok_checked",
+        "keyword_start", "confirmation_sent",
     ]
     stop_entry, confirmation = entries[2], entries[3]
     assert (stop_entry.source, stop_entry.actor, stop_entry.provider_message_id) == ("sms", client.user_id, "SM-stop-1")
@@ -251,19 +260,17 @@ async def test_help_answers_with_the_practice_name_without_changing_consent(stac
     help_reply = await stack.inbound(e164, "info", "SM-help-1")
     assert (help_reply.action, help_reply.reply_to) == (pb.INBOUND_ACTION_HELP, e164)
     assert help_reply.reply_text == (
-        "Harbor Light Therapy: Confidant secure message alerts. Reply STOP to unsubscribe. "
-        "Msg & data rates may apply. For help, contact your practice."
+        "Harbor Light Therapy: Secure message alerts. For help, contact your practice. "
+        "Reply STOP to unsubscribe. Msg & data rates may apply."
     )
     assert (await stack.get_phone(owner, client)).state == pb.CONSENT_STATE_OPTED_IN
     assert events(await stack.ledger(owner, client))[-2:] == ["help_requested", "confirmation_sent"]
 
 
-async def test_other_texts_and_unknown_numbers_do_nothing(stack, office):
+async def test_keywords_from_unknown_numbers_do_nothing(stack, office):
     owner, client = office
     typed, e164 = new_phone()
     await stack.set_phone(owner, client, typed, True)
-    chatter = await stack.inbound(e164, "Thanks, see you Tuesday")
-    assert (chatter.action, chatter.reply_text, chatter.reply_to) == (pb.INBOUND_ACTION_NONE, "", e164)
     _, stranger = new_phone()
     unknown = await stack.inbound(stranger, "STOP", "SM-unknown-1")
     assert (unknown.action, unknown.reply_text) == (pb.INBOUND_ACTION_NONE, "")
@@ -292,9 +299,9 @@ async def test_an_opt_out_in_the_clients_own_words_is_honoured_and_confirmed_onc
     owner, client = office
     typed, e164 = new_phone()
     await stack.set_phone(owner, client, typed, True)
-    # Not an opt-out: said the other way round.
+    # Not an opt-out: said the other way round. It gets the automatic answer instead.
     keep = await stack.inbound(e164, "Please don't stop texting me, it helps", "SM-keep-1", provider="twilio")
-    assert (keep.action, keep.reply_text) == (pb.INBOUND_ACTION_NONE, "")
+    assert (keep.action, keep.reply_text) == (pb.INBOUND_ACTION_AUTO_REPLY, replies.auto_reply(LAKESIDE))
     assert (await stack.get_phone(owner, client)).state == pb.CONSENT_STATE_OPTED_IN
 
     out = await stack.inbound(e164, "Please stop texting me.", "SM-own-words-1", provider="twilio",
@@ -307,6 +314,7 @@ async def test_an_opt_out_in_the_clients_own_words_is_honoured_and_confirmed_onc
 
     entries = await stack.ledger(owner, client)
     assert [(e.event, e.actor, e.source, e.provider, e.provider_message_id) for e in entries[2:]] == [
+        ("auto_reply_sent", "service:consent", "sms", "twilio", "SM-keep-1"),
         ("free_text_revocation", client.user_id, "sms", "twilio", "SM-own-words-1"),
         ("confirmation_sent", "service:consent", "sms", "twilio", "SM-own-words-1"),
     ]
@@ -367,8 +375,8 @@ async def test_a_retried_delivery_changes_nothing_twice_even_when_concurrent(sta
 
 
 async def test_help_without_one_practice_to_name_is_generic(stack):
-    generic = ("Confidant secure message alerts. Reply STOP to unsubscribe. Msg & data rates may apply. "
-               "For help, contact your practice.")
+    generic = ("Secure message alerts. For help, contact your practice. Reply STOP to unsubscribe. "
+               "Msg & data rates may apply.")
     # A number we do not know still gets the help text, and nothing is ledgered.
     _, stranger = new_phone()
     unknown = await stack.inbound(stranger, "HELP", provider="sns")

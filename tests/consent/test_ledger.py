@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.consent.keywords import Keyword, classify, help_reply
+from services.consent.keywords import Keyword, classify
 from services.consent.ledger import (
     Consent,
     Entry,
@@ -62,7 +62,7 @@ def test_start_after_stop_opts_back_in_and_ticks_text_ok():
     entries = [e(Event.NUMBER_ADDED), e(Event.TEXT_OK_CHECKED), e(Event.KEYWORD_STOP), e(Event.TEXT_OK_UNCHECKED)]
     consent = fold([*entries, e(Event.KEYWORD_START)])
     assert consent.state is State.OPTED_IN
-    assert consent.text_ok is True
+    assert consent.ticked is True and consent.sms_allowed is True
 
 
 def test_delete_then_re_add_with_text_ok_is_the_clinicians_re_enable_path():
@@ -145,9 +145,9 @@ def test_since_is_the_time_of_the_entry_that_made_the_state():
 
 
 def test_replies_make_entries_only_when_they_change_something():
-    opted_in = Consent(phone=A, text_ok=True)
-    opted_out = Consent(phone=A, text_ok=True, opted_out=True)
-    blocked = Consent(phone=A, text_ok=True, carrier_blocked=True)
+    opted_in = Consent(phone=A, ticked=True)
+    opted_out = Consent(phone=A, ticked=True, opted_out_numbers=frozenset({A}))
+    blocked = Consent(phone=A, ticked=True, carrier_blocked=True)
     assert reply_entry(opted_in, Keyword.STOP, A) == e(Event.KEYWORD_STOP)
     assert reply_entry(opted_in, Keyword.REVOCATION, A) == e(Event.FREE_TEXT_REVOCATION)
     assert reply_entry(blocked, Keyword.STOP, A) == e(Event.KEYWORD_STOP)
@@ -162,14 +162,16 @@ def test_replies_make_entries_only_when_they_change_something():
 
 
 def test_the_provider_is_asked_only_when_a_save_gives_consent():
-    none, given = Consent(), Consent(phone=A, text_ok=True)
+    none, given = Consent(), Consent(phone=A, ticked=True)
     assert needs_provider_check(none, given)
     assert needs_provider_check(Consent(phone=A), given)
-    assert needs_provider_check(given, Consent(phone=B, text_ok=True))
+    assert needs_provider_check(given, Consent(phone=B, ticked=True))
     assert not needs_provider_check(given, given)
     assert not needs_provider_check(none, Consent(phone=A))
-    assert not needs_provider_check(Consent(phone=A, opted_out=True), Consent(phone=A, text_ok=True, opted_out=True))
-    blocked = Consent(phone=A, text_ok=True, carrier_blocked=True)
+    out = frozenset({A})
+    assert not needs_provider_check(Consent(phone=A, opted_out_numbers=out),
+                                    Consent(phone=A, ticked=True, opted_out_numbers=out))
+    blocked = Consent(phone=A, ticked=True, carrier_blocked=True)
     assert not needs_provider_check(Consent(phone=A, carrier_blocked=True), blocked)
 
 
@@ -183,7 +185,7 @@ def test_unknown_event_is_refused():
 
 def test_saving_nothing_new_writes_nothing():
     assert changes_for_save(Consent(), None, False) == []
-    current = Consent(phone=A, text_ok=True)
+    current = Consent(phone=A, ticked=True)
     assert changes_for_save(current, A, True) == []
 
 
@@ -193,22 +195,110 @@ def test_adding_a_number_with_text_ok():
 
 
 def test_changing_the_number_keeps_text_ok_only_when_ticked_in_the_same_save():
-    current = Consent(phone=A, text_ok=True)
+    current = Consent(phone=A, ticked=True)
     assert changes_for_save(current, B, True) == [e(Event.NUMBER_CHANGED, B), e(Event.TEXT_OK_CHECKED, B)]
     assert changes_for_save(current, B, False) == [e(Event.NUMBER_CHANGED, B)]
 
 
 def test_toggling_text_ok_and_deleting():
     assert changes_for_save(Consent(phone=A), A, True) == [e(Event.TEXT_OK_CHECKED)]
-    assert changes_for_save(Consent(phone=A, text_ok=True), A, False) == [e(Event.TEXT_OK_UNCHECKED)]
-    assert changes_for_save(Consent(phone=A, text_ok=True), None, False) == [e(Event.NUMBER_DELETED)]
+    assert changes_for_save(Consent(phone=A, ticked=True), A, False) == [e(Event.TEXT_OK_UNCHECKED)]
+    assert changes_for_save(Consent(phone=A, ticked=True), None, False) == [e(Event.NUMBER_DELETED)]
 
 
 def test_ticking_text_ok_while_opted_out_is_recorded_but_stays_out():
-    current = Consent(phone=A, text_ok=False, opted_out=True)
-    entries = changes_for_save(current, A, True)
-    assert entries == [e(Event.TEXT_OK_CHECKED)]
-    assert fold(entries, start=current).state is State.OPTED_OUT
+    # The box shows unticked after STOP (whatever was ticked before): a tick is what the
+    # clinician did, so it is recorded, every time, and texting stays off.
+    for ticked in (False, True):
+        current = Consent(phone=A, ticked=ticked, opted_out_numbers=frozenset({A}))
+        entries = changes_for_save(current, A, True)
+        assert entries == [e(Event.TEXT_OK_CHECKED)]
+        after = fold(entries, start=current)
+        assert (after.state, after.sms_allowed) == (State.OPTED_OUT, False)
+        # Saving the box unticked, as it is shown, records nothing.
+        assert changes_for_save(current, A, False) == []
+
+
+def test_saving_a_blocked_number_as_shown_records_nothing_and_a_tick_keeps_the_block():
+    blocked = fold([e(Event.NUMBER_ADDED), e(Event.TEXT_OK_CHECKED), e(Event.PROVIDER_BLOCK_SEEN)])
+    assert (blocked.state, blocked.sms_allowed) == (State.CARRIER_BLOCKED, False)
+    assert changes_for_save(blocked, A, False) == []
+    ticked = changes_for_save(blocked, A, True)
+    assert ticked == [e(Event.TEXT_OK_CHECKED)]
+    assert fold(ticked, start=blocked).state is State.CARRIER_BLOCKED
+    assert not needs_provider_check(blocked, fold(ticked, start=blocked))
+
+
+# -- the opt-out belongs to the number (issue 11) ------------------------------------
+
+
+STOPPED_A = [e(Event.NUMBER_ADDED), e(Event.TEXT_OK_CHECKED), e(Event.KEYWORD_STOP)]
+
+
+def test_changing_a_stopped_number_to_another_and_back_keeps_it_opted_out():
+    there = [*STOPPED_A, e(Event.NUMBER_CHANGED, B), e(Event.TEXT_OK_CHECKED, B)]
+    assert state(*there) is State.OPTED_IN  # B never opted out
+    back = [*there, e(Event.NUMBER_CHANGED, A)]
+    assert state(*back) is State.OPTED_OUT
+    assert state(*back, e(Event.TEXT_OK_CHECKED, A)) is State.OPTED_OUT
+    # The same through changes_for_save, ticking in the same save.
+    consent = fold(there)
+    entries = changes_for_save(consent, A, True)
+    assert entries == [e(Event.NUMBER_CHANGED, A), e(Event.TEXT_OK_CHECKED, A)]
+    assert fold(entries, start=consent).state is State.OPTED_OUT
+
+
+def test_deleting_another_number_lifts_nothing():
+    # A stopped; the client's number became B, B was deleted, then A was added again.
+    entries = [*STOPPED_A, e(Event.NUMBER_CHANGED, B), e(Event.NUMBER_DELETED, B), e(Event.NUMBER_ADDED, A),
+               e(Event.TEXT_OK_CHECKED, A)]
+    assert state(*entries) is State.OPTED_OUT
+
+
+def test_deleting_the_stopped_number_then_adding_it_again_is_the_re_enable_path():
+    entries = [*STOPPED_A, e(Event.NUMBER_CHANGED, B), e(Event.NUMBER_CHANGED, A), e(Event.NUMBER_DELETED, A)]
+    assert fold(entries).opted_out_numbers == frozenset()
+    assert state(*entries, e(Event.NUMBER_ADDED, A)) is State.NOT_GIVEN
+    assert state(*entries, e(Event.NUMBER_ADDED, A), e(Event.TEXT_OK_CHECKED, A)) is State.OPTED_IN
+    # Deleting lifts only the deleted number's opt-out.
+    two = [e(Event.NUMBER_ADDED, B), e(Event.KEYWORD_STOP, B), e(Event.NUMBER_CHANGED, A), e(Event.KEYWORD_STOP, A),
+           e(Event.NUMBER_DELETED, A)]
+    assert fold(two).opted_out_numbers == frozenset({B})
+
+
+def test_start_lifts_the_opt_out_of_the_number_it_came_from():
+    started = [*STOPPED_A, e(Event.KEYWORD_START, A), e(Event.NUMBER_CHANGED, B), e(Event.NUMBER_CHANGED, A)]
+    assert fold(started).opted_out_numbers == frozenset()
+    assert state(*started, e(Event.TEXT_OK_CHECKED, A)) is State.OPTED_IN
+    # A START from another number says nothing about the current one.
+    assert state(*STOPPED_A, e(Event.KEYWORD_START, B)) is State.OPTED_OUT
+
+
+def test_a_stop_about_another_number_is_remembered_for_that_number_only():
+    entries = [e(Event.NUMBER_ADDED, B), e(Event.TEXT_OK_CHECKED, B), e(Event.KEYWORD_STOP, A)]
+    consent = fold(entries)
+    assert (consent.state, consent.opted_out_numbers) == (State.OPTED_IN, frozenset({A}))
+    assert state(*entries, e(Event.NUMBER_CHANGED, A), e(Event.TEXT_OK_CHECKED, A)) is State.OPTED_OUT
+
+
+def test_the_box_shows_ticked_only_while_texts_may_be_sent():
+    shown = {
+        State.NO_NUMBER: fold([]),
+        State.NOT_GIVEN: fold([e(Event.NUMBER_ADDED)]),
+        State.OPTED_IN: fold([e(Event.NUMBER_ADDED), e(Event.TEXT_OK_CHECKED)]),
+        State.OPTED_OUT: fold(STOPPED_A),
+        State.CARRIER_BLOCKED: fold([e(Event.NUMBER_ADDED), e(Event.TEXT_OK_CHECKED), e(Event.PROVIDER_BLOCK_SEEN)]),
+    }
+    for expected, consent in shown.items():
+        assert consent.state is expected
+        assert consent.sms_allowed is (expected is State.OPTED_IN)
+    # The clinician's tick still stands underneath: START needs no new tick, only the client's word.
+    assert shown[State.OPTED_OUT].ticked and shown[State.CARRIER_BLOCKED].ticked
+
+
+def test_an_automatic_answer_changes_nothing():
+    consent = fold(STOPPED_A[:2])
+    assert fold([e(Event.AUTO_REPLY_SENT)], start=consent) == consent
 
 
 # -- keywords ---------------------------------------------------------------------------
@@ -260,13 +350,3 @@ def test_opt_outs_in_the_clients_own_words(body):
 def test_what_is_not_an_opt_out(body):
     assert classify(body) is not Keyword.REVOCATION
     assert classify(body) is not Keyword.STOP
-
-
-def test_the_help_text_names_the_practice_how_to_stop_rates_and_a_contact():
-    named = help_reply("Lakeside Counseling", "(212) 555-0100")
-    assert named == ("Lakeside Counseling: Confidant secure message alerts. Reply STOP to unsubscribe. "
-                     "Msg & data rates may apply. For help, contact (212) 555-0100.")
-    assert help_reply(None, "your practice") == (
-        "Confidant secure message alerts. Reply STOP to unsubscribe. Msg & data rates may apply. "
-        "For help, contact your practice.")
-    assert len(named) <= 160  # one SMS segment

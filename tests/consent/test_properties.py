@@ -8,10 +8,13 @@ uses (changes_for_save, reply_entry, needs_provider_check) into a ledger. After 
 step:
 - the state is the fold of the ledger, computed incrementally and from scratch, and
   from any split point;
-- a model written independently of the fold (plain flags: "opted out since", "the
-  provider blocks it") agrees on the state, and in particular no text is allowed
-  after an opt-out until a START from that number or a delete and re-add with
-  "Text message ok", nor while the provider blocks the number;
+- a model written independently of the fold (plain flags and a set of the numbers
+  that opted out) agrees on the state, and in particular no text is allowed to a
+  number after its opt-out until a START from that number or that number is deleted
+  and added again with "Text message ok" (changing the number away and back,
+  A -> B -> A, does not count), nor while the provider blocks the number;
+- read straight off the ledger: when the last STOP, START or deletion about the
+  current number is a STOP, no text is allowed;
 - ``since`` is the time of the last entry that changed the number or the state.
 """
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services.consent.keywords import (
@@ -63,9 +66,15 @@ class Model:
     """What the rules say, in plain flags, without the ledger."""
 
     phone: str | None = None
-    text_ok: bool = False
-    opted_out: bool = False  # since a STOP (or own words) from this number
+    text_ok: bool = False  # the clinician's tick (or START) stands for this number
     blocked: bool = False  # the provider blocks this number
+    # Numbers that said STOP (or asked in their own words) and have neither said START
+    # since nor been deleted as the client's number.
+    stopped: set[str] = field(default_factory=set)
+
+    @property
+    def opted_out(self) -> bool:
+        return self.phone in self.stopped
 
     @property
     def state(self) -> State:
@@ -84,23 +93,30 @@ class Model:
     def save(self, phone: str | None, text_ok: bool, verdict: str, provider: bool) -> None:
         was_allowed, old_phone = self.allowed, self.phone
         if phone is None:
-            self.__init__()
+            self.stopped.discard(self.phone)
+            self.phone, self.text_ok, self.blocked = None, False, False
             return
         if phone != self.phone:
-            self.__init__(phone=phone)
-        self.text_ok = text_ok
+            self.phone, self.text_ok, self.blocked = phone, False, False
+        # The box shows ticked only while texts may be sent; a save changes it where it differs.
+        if text_ok != self.allowed:
+            self.text_ok = text_ok
         if provider and self.allowed and (not was_allowed or old_phone != phone) and verdict == "blocked":
             self.blocked = True
 
-    def about_this_number(self, event: Event, phone: str, from_reply: bool) -> None:
-        if self.phone is None or phone != self.phone:
-            return
+    def about(self, event: Event, phone: str, from_reply: bool) -> None:
+        if from_reply and phone != self.phone:
+            return  # a reply from another number does not reach this client
         if event in (Event.KEYWORD_STOP, Event.FREE_TEXT_REVOCATION):
-            self.opted_out = True
+            self.stopped.add(phone)
         elif event is Event.KEYWORD_START:
             # A reply START counts when texting is held back by the client or the provider.
             if not from_reply or self.opted_out or (self.text_ok and self.blocked):
-                self.opted_out, self.blocked, self.text_ok = False, False, True
+                self.stopped.discard(phone)
+                if phone == self.phone:
+                    self.blocked, self.text_ok = False, True
+        elif phone != self.phone:
+            return
         elif event is Event.PROVIDER_BLOCK_SEEN:
             self.blocked = True
         elif event is Event.PROVIDER_OPT_IN_REQUESTED:
@@ -144,6 +160,18 @@ class Client:
             self.append(entry, Entry(Event.CONFIRMATION_SENT, phone))
 
 
+def _last_word_is_stop(ledger: list[Entry], number: str | None) -> bool:
+    """Whether the ledger's last STOP, START or deletion about ``number`` is a STOP."""
+    for entry in reversed(ledger):
+        if entry.phone != number:
+            continue
+        if entry.event in (Event.KEYWORD_STOP, Event.FREE_TEXT_REVOCATION):
+            return True
+        if entry.event in (Event.KEYWORD_START, Event.NUMBER_DELETED):
+            return False
+    return False
+
+
 def _since_from_scratch(ledger: list[Entry]) -> datetime | None:
     since, last = None, (None, State.NO_NUMBER)
     for n, entry in enumerate(ledger):
@@ -153,8 +181,18 @@ def _since_from_scratch(ledger: list[Entry]) -> datetime | None:
     return since
 
 
+A, B = POOL[0], POOL[1]
+
+
 @settings(max_examples=300, deadline=None)
 @given(steps=steps, provider=st.booleans(), split=st.integers(min_value=0, max_value=200))
+# A stopped number changed to another and back, with the tick each time: still out.
+@example(steps=[("save", A, True, "clear"), ("reply", Keyword.STOP, None), ("save", B, True, "clear"),
+                ("save", A, True, "clear")], provider=False, split=0)
+# ... and deleting the other number lifts nothing; deleting A itself does.
+@example(steps=[("save", A, True, "clear"), ("reply", Keyword.STOP, None), ("save", B, False, "clear"),
+                ("save", None, False, "clear"), ("save", A, True, "clear"), ("save", None, False, "clear"),
+                ("save", A, True, "clear")], provider=False, split=3)
 def test_the_state_is_the_fold_and_no_text_goes_after_an_opt_out(steps, provider, split):
     client, model = Client(provider), Model()
     for step in steps:
@@ -169,11 +207,11 @@ def test_the_state_is_the_fold_and_no_text_goes_after_an_opt_out(steps, provider
             if phone is not None:
                 client.reply(keyword, phone)
                 if keyword in _KEYWORD_EVENTS:
-                    model.about_this_number(_KEYWORD_EVENTS[keyword], phone, from_reply=True)
+                    model.about(_KEYWORD_EVENTS[keyword], phone, from_reply=True)
         else:
             _, event, phone = step
             client.append(Entry(event, phone))
-            model.about_this_number(event, phone, from_reply=False)
+            model.about(event, phone, from_reply=False)
 
         consent = client.consent
         assert consent == fold(client.ledger)
@@ -183,6 +221,8 @@ def test_the_state_is_the_fold_and_no_text_goes_after_an_opt_out(steps, provider
         assert consent.sms_allowed == model.allowed
         if model.opted_out or model.blocked:
             assert not consent.sms_allowed
+        if _last_word_is_stop(client.ledger, consent.phone):
+            assert consent.state is State.OPTED_OUT and not consent.sms_allowed
         assert consent.since == _since_from_scratch(client.ledger)
 
 

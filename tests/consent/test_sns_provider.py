@@ -23,9 +23,9 @@ from confidant.consent.v1 import consent_service_pb2_grpc as pb_grpc
 
 from services.common import aws
 from services.common.config import ConfigError
+from services.consent import replies
 from services.consent.app import sms_provider
 from services.consent.config import ConsentConfig
-from services.consent.keywords import OPTED_IN_REPLY
 from services.consent.provider import SnsProvider
 from tests.aws import REGION, moto_server
 from tests.aws import client as aws_client
@@ -116,7 +116,7 @@ async def test_re_adding_a_number_the_provider_blocks_opts_it_in_once_then_shows
     re_added = await stack.set_phone(owner, client, typed, True)
     # AWS allows one opt-in per 30 days: not asked again; the clinician sees the carrier's block.
     assert calls == [("CheckIfPhoneNumberIsOptedOut", e164)]
-    assert (re_added.state, re_added.text_ok, re_added.phone_number) == (pb.CONSENT_STATE_CARRIER_BLOCKED, True, e164)
+    assert (re_added.state, re_added.text_ok, re_added.phone_number) == (pb.CONSENT_STATE_CARRIER_BLOCKED, False, e164)
     block = (await stack.ledger(owner, client))[-1]
     assert (block.event, block.actor, block.source, block.provider, block.phone_number) == (
         "provider_block_seen", "service:consent", "provider", "sns", e164)
@@ -125,20 +125,24 @@ async def test_re_adding_a_number_the_provider_blocks_opts_it_in_once_then_shows
     refused = await stack.sms_allowed(client)
     assert (refused.allowed, refused.phone_number, refused.state) == (False, "", pb.CONSENT_STATE_CARRIER_BLOCKED)
 
-    # Saving again, or unticking and ticking, neither lifts the block nor asks SNS again.
+    # "Text message ok" shows unticked: saving it so changes nothing; ticking it again is recorded,
+    # and neither lifts the block nor asks SNS again.
     calls.clear()
-    assert (await stack.set_phone(owner, client, typed, True)).state == pb.CONSENT_STATE_CARRIER_BLOCKED
-    assert (await stack.set_phone(owner, client, typed, False)).state == pb.CONSENT_STATE_NOT_GIVEN
-    assert (await stack.set_phone(owner, client, typed, True)).state == pb.CONSENT_STATE_CARRIER_BLOCKED
+    assert (await stack.set_phone(owner, client, typed, False)).state == pb.CONSENT_STATE_CARRIER_BLOCKED
+    assert (await stack.ledger(owner, client))[-1].event == "provider_block_seen"
+    ticked = await stack.set_phone(owner, client, typed, True)
+    assert (ticked.state, ticked.text_ok) == (pb.CONSENT_STATE_CARRIER_BLOCKED, False)
+    assert (await stack.ledger(owner, client))[-1].event == "text_ok_checked"
     assert calls == []
 
     # START from the phone: texting is on again, confirmed once.
     start = await stack.inbound(e164, "START", provider="sns")
-    assert (start.action, start.reply_text) == (pb.INBOUND_ACTION_OPTED_IN, OPTED_IN_REPLY)
+    confirmation = replies.opted_in(replies.Sender("Lakeside Counseling"))
+    assert (start.action, start.reply_text) == (pb.INBOUND_ACTION_OPTED_IN, confirmation)
     assert (await stack.get_phone(owner, client)).state == pb.CONSENT_STATE_OPTED_IN
     assert (await stack.sms_allowed(client)).allowed
     assert await _audited_checks(stack, client.user_id) == [
-        "opted_in_again", None, "blocked", None, None]
+        "opted_in_again", None, "blocked", None]
 
 
 async def test_a_number_the_provider_does_not_block_is_only_checked(sns: Sns):
