@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.auth.profiles import normalize_time_zone
 from services.common.config import (
     DEFAULT_PORTS,
     PREFIX,
@@ -14,6 +15,7 @@ from services.common.config import (
     refuse_development_keys,
     service_target,
 )
+from services.common.errors import InvalidArgument
 
 # Passwords longer than this are refused outright: hashing megabytes of input is
 # a cheap way to load the server, and nobody types more.
@@ -24,6 +26,17 @@ PASSWORD_MAX_LENGTH_FLOOR = 128
 SIGN_IN_LOCK_AFTER_FAILURES_MAX = 99
 # The file (in the keys dir) holding the key that seals TOTP secrets.
 MFA_KEY_FILE_NAME = "auth-mfa.key"
+# The time zone of practices created without one (and, through migration 0009, of older practices).
+DEFAULT_TIME_ZONE = "America/New_York"
+
+
+def _time_zone(value: str) -> str:
+    try:
+        return normalize_time_zone(value)
+    except InvalidArgument:
+        raise ConfigError(
+            f"{PREFIX}AUTH_DEFAULT_TIME_ZONE must be an IANA time zone such as {DEFAULT_TIME_ZONE}, not {value!r}."
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,8 @@ class AuthConfig:
     # How often every service re-reads auth's revocations (deactivated people,
     # deleted service accounts), so their tokens stop working within about this long.
     revocation_refresh_seconds: float = 2.0
+    # The time zone of a practice created without one (an IANA name).
+    default_time_zone: str = DEFAULT_TIME_ZONE
 
     @classmethod
     def load(cls, env: Env) -> AuthConfig:
@@ -133,6 +148,7 @@ class AuthConfig:
             totp_issuer=env.str("TOTP_ISSUER", "Confidant"),
             mfa_key_file=env.path("AUTH_MFA_KEY_FILE", str(common.keys_dir / MFA_KEY_FILE_NAME)),
             revocation_refresh_seconds=env.positive_float("REVOCATION_REFRESH_SECONDS", 2.0),
+            default_time_zone=_time_zone(env.str("AUTH_DEFAULT_TIME_ZONE", DEFAULT_TIME_ZONE)),
         )
         if not PASSWORD_MAX_LENGTH_FLOOR <= config.password_max_length <= PASSWORD_HARD_MAX_LENGTH:
             raise ConfigError(

@@ -32,8 +32,16 @@ from psycopg.rows import class_row, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.auth.config import AuthConfig
-from services.auth.handlers import AuthHandlers, SignedIn, _new_token, _token_hash
+from services.auth.handlers import (
+    AuthHandlers,
+    SignedIn,
+    _new_token,
+    _token_hash,
+    address_throttled_message,
+    throttled_message,
+)
 from services.auth.passwords import Passwords, check_password_rules
+from services.auth.profiles import normalize_email
 from services.auth.storage import (
     _USER_COLUMNS,
     AuditEvent,
@@ -63,13 +71,11 @@ PASSWORD_RESET = "password_reset"
 PURPOSES = (INVITATION, PASSWORD_RESET)
 
 LINK_ENDED = "This link has expired or was already used. Ask for a new one with “Forgot password?”."
-TOO_MANY_ATTEMPTS = "Too many attempts. Please wait a few minutes and try again."
 SESSION_ENDED = "Your session has ended."
 WRONG_CURRENT_PASSWORD = "The current password is incorrect."
 CONTAINS_PRACTICE_NAME = "The password must not contain the practice's name."
 
 MAX_TOKEN_LENGTH = 256
-MAX_EMAIL_LENGTH = 254
 MAX_CLIENT_ADDRESS_LENGTH = 64
 
 
@@ -83,6 +89,7 @@ def _address(value: str) -> str:
 @dataclass(frozen=True)
 class LinkState:
     user_id: str
+    practice_id: str
     purpose: str
     used: bool
     expired: bool
@@ -155,7 +162,8 @@ class CredentialStorage:
         cur = conn.cursor(row_factory=class_row(LinkState))
         await cur.execute(
             # A deactivated person's links are over, like expired ones.
-            "SELECT c.user_id::text AS user_id, c.purpose, c.used_at IS NOT NULL AS used,"
+            "SELECT c.user_id::text AS user_id, u.practice_id::text AS practice_id, c.purpose,"
+            " c.used_at IS NOT NULL AS used,"
             " c.expires_at <= now() OR u.deactivated_at IS NOT NULL AS expired"
             " FROM credential_links c JOIN users u ON u.user_id = c.user_id WHERE c.token_hash = %s",
             (token_hash,),
@@ -326,12 +334,12 @@ class CredentialHandlers:
 
     async def _throttled(self, client_address: str, action: str, detail: dict) -> None:
         """Count the attempt in the sign-in address window; refuse when over the limit."""
-        if await self._auth._address_over_limit(client_address):
+        if wait := await self._auth.address_throttle(client_address):
             await self._storage.record_audit(
                 AuditEvent(actor="unknown", action=action, outcome="throttled", detail={**detail, "reason": "address"})
             )
             log.info("credential request throttled", extra={"fields": {"action": action, "reason": "address"}})
-            raise ResourceExhausted(TOO_MANY_ATTEMPTS)
+            raise ResourceExhausted(address_throttled_message(wait))
 
     @staticmethod
     def _detail(client_address: str, via: str) -> dict:
@@ -424,6 +432,7 @@ class CredentialHandlers:
                     action="credential_link.use",
                     outcome=outcome,
                     target=state.user_id if state else "",
+                    practice_id=state.practice_id if state else "",
                     detail={**detail, "purpose": state.purpose} if state else detail,
                 )
             )
@@ -478,10 +487,9 @@ class CredentialHandlers:
         principal = require_service("web")
         detail = self._detail(client_address, principal.service_name)
         await self._throttled(client_address, "password_reset.request", detail)
-        email = email.strip().lower()
-        local, at, domain = email.partition("@")
-        if not at or not local or not domain or len(email) > MAX_EMAIL_LENGTH:
-            raise InvalidArgument("Enter a valid email address.")
+        # Checked like every address auth accepts; for a well-formed one the answer never says
+        # whether it has an account.
+        email = normalize_email(email, allow_test_domains=self._config.common.development)
         found = await self._storage.user_credentials(email)
         if found is None or found[0].role == "service_account":
             await self._storage.record_audit(
@@ -530,7 +538,7 @@ class CredentialHandlers:
         await self._throttled(client_address, "password.change", detail)
         throttle = await self._storage.throttle_state(user.user_id)
         if throttle.blocked:
-            raise ResourceExhausted(TOO_MANY_ATTEMPTS)
+            raise ResourceExhausted(throttled_message(throttle.seconds_left))
         credentials = await self._storage.user_credentials(user.email)
         stored_hash = credentials[1] if credentials else None
         candidate = current_password if len(current_password) <= self._config.password_max_length else ""
@@ -545,11 +553,11 @@ class CredentialHandlers:
                     detail=detail,
                 )
             )
-            # Counted like a failed sign-in: the same delays, lock and lock email.
-            await self._auth._sign_in_failed(
-                user.user_id, user, user.user_id, user.practice_id, {**detail, "during": "password_change"}
+            # Counted like a failed sign-in: the same delays, lock, lock email and answers.
+            await self._auth.refuse_after_failure(
+                InvalidArgument(WRONG_CURRENT_PASSWORD), user.user_id, user, user.user_id, user.practice_id,
+                {**detail, "during": "password_change"},
             )
-            raise InvalidArgument(WRONG_CURRENT_PASSWORD)
         if new_password == current_password:
             raise InvalidArgument("Choose a new password that differs from the current one.")
         await self._check_rules(new_password, user)

@@ -12,18 +12,30 @@ import base64
 import binascii
 import hashlib
 import logging
+import math
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from services.auth.config import AuthConfig
 from services.auth.passwords import Passwords, check_password_rules
+from services.auth.profiles import (
+    email_lookup_key,
+    normalize_email,
+    normalize_phone,
+    normalize_time_zone,
+    parse_date_of_birth,
+    today_in,
+)
 from services.auth.storage import (
+    PRACTICE_FIELDS,
     AccountNotice,
     AuditEvent,
     AuthStorage,
+    DirectoryQuery,
     FailureOutcome,
     Practice,
     Redemption,
@@ -31,6 +43,7 @@ from services.auth.storage import (
     User,
 )
 from services.common.errors import (
+    DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -39,6 +52,7 @@ from services.common.errors import (
     Unauthenticated,
 )
 from services.common.identity import (
+    SERVICE_ACCOUNT,
     STAFF_ROLES,
     Principal,
     caller,
@@ -53,16 +67,40 @@ log = logging.getLogger("confidant.auth")
 
 SIGN_IN_FAILED = "Email or password is incorrect."
 SESSION_ENDED = "Your session has ended."
-# The one answer while an account or an address is throttled, whether or not the account exists.
-TOO_MANY_ATTEMPTS = "Too many sign-in attempts. Please wait a few minutes and try again."
+INVALID_PAGE_TOKEN = "The page token is not valid."
+
+
+def _minutes(seconds: float) -> str:
+    minutes = max(1, math.ceil(seconds / 60))
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
+
+
+def throttled_message(seconds: float) -> str:
+    """The one answer while an account (or an email no account has) refuses attempts.
+
+    Known and unknown emails are counted alike, so the same history gives the same sentence
+    whether or not the account exists, and the right password gets it as well as a wrong one.
+    A password reset still works meanwhile (a used reset link lifts the throttle).
+    """
+    return (
+        f"Too many sign-in attempts. Try again in {_minutes(seconds)}, "
+        "or choose a new password now with “Forgot password?”."
+    )
+
+
+def address_throttled_message(seconds: float) -> str:
+    """The answer while a network address is over its limit: it covers every account, and the
+    password-reset form too, so it offers no way round it, only when to come back."""
+    return f"Too many attempts from your network. Try again in {_minutes(seconds)}."
 
 # Roles CreateUser may add; owners come with their practice, service accounts elsewhere.
 CREATABLE_ROLES = frozenset({"clinician", "team_member", "client"})
 # Roles the directory lists; never service accounts.
 DIRECTORY_ROLES = ("owner", "clinician", "team_member", "client")
 
-MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 200
+# Sign-in looks up what was typed; nothing longer than an address can be is looked up at all.
+MAX_LOOKUP_EMAIL_LENGTH = 254
 MAX_GET_USERS = 500
 MAX_CONVERSATION_ID_LENGTH = 128
 MAX_SEARCH_QUERY_LENGTH = 200
@@ -132,14 +170,6 @@ def _parse_id(value: str, what: str) -> str:
         raise InvalidArgument(f"The {what} is not a valid id.") from None
 
 
-def _normalize_email(value: str) -> str:
-    email = value.strip().lower()
-    local, at, domain = email.partition("@")
-    if not at or not local or not domain or len(email) > MAX_EMAIL_LENGTH or any(c.isspace() for c in email):
-        raise InvalidArgument("Enter a valid email address.")
-    return email
-
-
 def _required_name(value: str, what: str) -> str:
     name = " ".join(value.split())
     if not name:
@@ -161,21 +191,25 @@ def _page_limit(page_size: int) -> int:
     return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def _client_page_token(client_id: str) -> str:
-    """The opaque token of the page after this client: their id only, never a name (tokens end up in URLs)."""
-    return base64.urlsafe_b64encode(uuid.UUID(client_id).bytes).decode().rstrip("=")
+def _page_token(user_id: str, rank: int) -> str:
+    """The opaque token of the directory page after this row: its rank and id only, never a
+    name (tokens end up in URLs); storage reads the row's name in the page's own statement."""
+    return base64.urlsafe_b64encode(uuid.UUID(user_id).bytes + bytes([rank])).decode().rstrip("=")
 
 
-def _after_client(token: str) -> str | None:
+def _after(token: str, words: int) -> tuple[int, str] | None:
+    """The (rank, user id) a page token continues after; a rank the query cannot have is refused."""
     if not token:
         return None
     try:
         if len(token) > MAX_TOKEN_LENGTH:
             raise ValueError("too long")
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        return str(uuid.UUID(bytes=raw))
+        if len(raw) != 17 or raw[16] > words:
+            raise ValueError("not a page token of this search")
+        return raw[16], str(uuid.UUID(bytes=raw[:16]))
     except (ValueError, TypeError, binascii.Error):
-        raise InvalidArgument("The page token is not valid.") from None
+        raise InvalidArgument(INVALID_PAGE_TOKEN) from None
 
 
 def _client_manager(scope: str) -> Principal:
@@ -219,6 +253,10 @@ class AuthHandlers:
 
     # -- practices and users -----------------------------------------------------
 
+    def _email(self, value: str) -> str:
+        """An email address a person typed, checked and normalized (``.test`` domains in development only)."""
+        return normalize_email(value, allow_test_domains=self._config.common.development)
+
     def _check_password(self, password: str, email: str, display_name: str) -> None:
         check_password_rules(
             password,
@@ -229,11 +267,12 @@ class AuthHandlers:
         )
 
     async def create_practice(
-        self, name: str, owner_email: str, owner_display_name: str, owner_password: str
+        self, name: str, owner_email: str, owner_display_name: str, owner_password: str, time_zone: str = ""
     ) -> tuple[Practice, User]:
         principal = require_service("web")
         name = _required_name(name, "practice name")
-        email = _normalize_email(owner_email)
+        time_zone = normalize_time_zone(time_zone) if time_zone.strip() else self._config.default_time_zone
+        email = self._email(owner_email)
         display_name = _required_name(owner_display_name, "owner's name")
         self._check_password(owner_password, email, display_name)
         password_hash = await self._passwords.hash(owner_password)
@@ -247,20 +286,61 @@ class AuthHandlers:
             practice_id=practice_id,
             detail={"owner_user_id": owner_id},
         )
-        practice, owner = await self._storage.create_practice(practice_id, name, owner, password_hash, event)
+        practice, owner = await self._storage.create_practice(
+            Practice(practice_id, name, time_zone), owner, password_hash, event
+        )
         log.info("practice created", extra={"fields": {"practice_id": practice_id, "user_id": owner_id}})
         return practice, owner
 
     async def get_practice(self, practice_id: str) -> Practice:
+        """The practice's profile: for our services, and for its own staff, clients (whatever their
+        session) and service accounts; anyone else's practice is refused before it is looked up."""
         principal = caller()
         practice_id = _parse_id(practice_id, "practice id")
         if not principal.is_service:
-            require_user()
+            require_user(*STAFF_ROLES, "client", SERVICE_ACCOUNT)
             if principal.practice_id != practice_id:
                 raise PermissionDenied("You can only see your own practice.")
         practice = await self._storage.get_practice(practice_id)
         if practice is None:
             raise NotFound("This practice does not exist.")
+        return practice
+
+    async def update_practice(self, wanted: Practice, update_mask: Sequence[str]) -> Practice:
+        """Change the owner's practice's profile fields named in ``update_mask`` (empty: all of
+        them), audited as ``practice.update`` with the names of the fields that changed."""
+        principal = require_user("owner")
+        if principal.session_kind != "full":
+            raise PermissionDenied("Sign in with your email and password to do this.")
+        paths = list(dict.fromkeys(update_mask)) or list(PRACTICE_FIELDS)
+        unknown = [path for path in paths if path not in PRACTICE_FIELDS]
+        if unknown:
+            raise InvalidArgument(
+                f"The update mask names {unknown[0]!r}; a practice's fields are {', '.join(PRACTICE_FIELDS)}."
+            )
+        checks: dict[str, Callable[[str], str]] = {
+            "name": lambda value: _required_name(value, "practice name"),
+            "time_zone": normalize_time_zone,
+            "contact_phone": normalize_phone,
+            "contact_email": lambda value: self._email(value) if value.strip() else "",
+        }
+        changes = {path: checks[path](getattr(wanted, path)) for path in paths}
+
+        def event(changed: list[str]) -> AuditEvent:
+            # Field names only: a practice's phone and email are not for the audit trail.
+            return AuditEvent(
+                actor=principal.subject,
+                action="practice.update",
+                outcome="success",
+                target=principal.practice_id,
+                practice_id=principal.practice_id,
+                detail={"fields": changed},
+            )
+
+        practice = await self._storage.update_practice(principal.practice_id, changes, event)
+        if practice is None:
+            raise NotFound("This practice does not exist.")
+        log.info("practice updated", extra={"fields": {"practice_id": principal.practice_id}})
         return practice
 
     async def create_user(
@@ -276,7 +356,7 @@ class AuthHandlers:
             raise PermissionDenied("You can only add people to your own practice.")
         if role not in CREATABLE_ROLES:
             raise InvalidArgument("A user can be added as a clinician, a team member or a client.")
-        email = _normalize_email(email)
+        email = self._email(email)
         display_name = _required_name(display_name, "name")
         password_hash = None
         if password:
@@ -309,6 +389,23 @@ class AuthHandlers:
             return user.user_id == principal.user_id or user.role in STAFF_ROLES
         return True  # staff and service accounts: everyone in their practice
 
+    async def _audit_client_reads(self, principal: Principal, action: str, users: Sequence[User]) -> None:
+        """One row per client shown: a client's profile is PHI (being someone's client is), and each
+        row names its client as its target, so the owner's audit page finds it by client."""
+        await self._storage.record_audits(
+            [
+                AuditEvent(
+                    actor=principal.subject,
+                    action=action,
+                    outcome="success",
+                    target=user.user_id,
+                    practice_id=user.practice_id,
+                )
+                for user in users
+                if user.role == "client"
+            ]
+        )
+
     async def get_users(self, user_ids: Sequence[str]) -> list[User]:
         principal = caller()
         if not principal.is_service:
@@ -334,54 +431,63 @@ class AuthHandlers:
                 raise NotFound("The requested user was not found.")
             raise NotFound(f"{len(missing)} of the {len(wanted)} requested users were not found.")
         users = [found[user_id] for user_id in wanted]
-        # A client's profile is PHI (being someone's client is): record who read it.
-        clients = [u.user_id for u in users if u.role == "client"]
-        if clients:
-            await self._storage.record_audit(
-                AuditEvent(
-                    actor=principal.subject,
-                    action="users.read",
-                    outcome="success",
-                    practice_id=principal.practice_id,
-                    detail={"user_ids": clients},
-                )
-            )
+        await self._audit_client_reads(principal, "users.read", users)
         return users
 
-    async def search_directory(self, query: str, roles: Sequence[str], page_size: int) -> list[User]:
-        principal = require_staff()
+    async def _directory_page(
+        self, principal: Principal, action: str, roles: Sequence[str], query: str, page_size: int, page_token: str
+    ) -> tuple[list[User], str]:
+        """A page of SearchDirectory or ListClients: word starts first, then name order (storage.DirectoryQuery)."""
         words = _search_words(query)
+        limit = _page_limit(page_size)
+        after = _after(page_token, len(words))
+        rows = await self._storage.directory_page(
+            DirectoryQuery(principal.practice_id, roles, words, after, limit + 1)
+        )
+        if rows is None:
+            raise InvalidArgument(INVALID_PAGE_TOKEN)
+        page = rows[:limit]
+        next_token = _page_token(page[-1][0].user_id, page[-1][1]) if len(rows) > limit else ""
+        users = [user for user, _ in page]
+        await self._audit_client_reads(principal, action, users)
+        return users, next_token
+
+    async def search_directory(
+        self, query: str, roles: Sequence[str], page_size: int, page_token: str = ""
+    ) -> tuple[list[User], str]:
+        """A page of the practice's clients and staff matching every word of ``query``, and the next page's token."""
+        principal = require_staff()
         if any(role not in DIRECTORY_ROLES for role in roles):
             raise InvalidArgument("The directory lists owners, clinicians, team members and clients only.")
-        limit = _page_limit(page_size)
-        users = await self._storage.search_directory(
-            principal.practice_id, words, sorted(set(roles)) or DIRECTORY_ROLES, limit
+        return await self._directory_page(
+            principal, "directory.search", sorted(set(roles)) or DIRECTORY_ROLES, query, page_size, page_token
         )
-        clients = [u.user_id for u in users if u.role == "client"]
-        if clients:
-            await self._storage.record_audit(
-                AuditEvent(
-                    actor=principal.subject,
-                    action="directory.search",
-                    outcome="success",
-                    practice_id=principal.practice_id,
-                    detail={"user_ids": clients},
-                )
-            )
-        return users
 
     # -- clients (staff, and practice systems with the clients.* scopes) ------------------
 
-    async def create_client(self, email: str, display_name: str) -> User:
+    async def _date_of_birth(self, practice_id: str, value: str) -> str:
+        """A date of birth as stored ("YYYY-MM-DD", or empty): not after today where the practice is."""
+        if not value.strip():
+            return ""
+        practice = await self._storage.get_practice(practice_id)
+        today = today_in(practice.time_zone if practice else self._config.default_time_zone)
+        born = parse_date_of_birth(value, today)
+        return born.isoformat() if born else ""
+
+    async def create_client(self, email: str, display_name: str, date_of_birth: str = "") -> User:
         """Add a client to the caller's practice, without a password.
 
         The portal invitation (and secure messaging, where the practice enables new
         clients automatically) comes from messaging, told through the client-created outbox.
         """
         principal = _client_manager(SCOPE_CLIENTS_WRITE)
-        email = _normalize_email(email)
+        email = self._email(email)
         display_name = _required_name(display_name, "name")
-        client = User(str(uuid.uuid4()), principal.practice_id, "client", email, display_name, has_password=False)
+        born = await self._date_of_birth(principal.practice_id, date_of_birth)
+        client = User(
+            str(uuid.uuid4()), principal.practice_id, "client", email, display_name, has_password=False,
+            date_of_birth=born,
+        )
         event = AuditEvent(
             actor=principal.subject,
             action="client.create",
@@ -395,12 +501,14 @@ class AuthHandlers:
         log.info("client created", extra={"fields": {"practice_id": principal.practice_id, "user_id": client.user_id}})
         return client
 
-    async def update_client(self, client_id: str, email: str, display_name: str) -> User:
-        """Replace a client's email and name; another practice's client, or anyone not a client, is not found."""
+    async def update_client(self, client_id: str, email: str, display_name: str, date_of_birth: str = "") -> User:
+        """Replace a client's whole profile (an empty date of birth: not known); another practice's
+        client, or anyone not a client, is not found."""
         principal = _client_manager(SCOPE_CLIENTS_WRITE)
         client_id = _parse_id(client_id, "client id")
-        email = _normalize_email(email)
+        email = self._email(email)
         display_name = _required_name(display_name, "name")
+        born = await self._date_of_birth(principal.practice_id, date_of_birth)
 
         def event(changed: list[str]) -> AuditEvent:
             # Field names only: the old and new values are PHI.
@@ -413,34 +521,19 @@ class AuthHandlers:
                 detail={"fields": changed, "via": principal.role},
             )
 
-        client = await self._storage.update_client(principal.practice_id, client_id, email, display_name, event)
+        client = await self._storage.update_client(
+            principal.practice_id, client_id, email, display_name, born, event
+        )
         if client is None:
             raise NotFound("No such client.")
         log.info("client updated", extra={"fields": {"practice_id": principal.practice_id, "user_id": client_id}})
         return client
 
     async def list_clients(self, query: str, page_size: int, page_token: str) -> tuple[list[User], str]:
-        """A page of the practice's clients in name order, each matching every word of ``query``."""
+        """A page of the practice's clients, each matching every word of ``query`` (word starts
+        first, then name order), and the next page's token."""
         principal = _client_manager(SCOPE_CLIENTS_READ)
-        words = _search_words(query)
-        limit = _page_limit(page_size)
-        after = _after_client(page_token)
-        rows = await self._storage.list_clients(principal.practice_id, words, after, limit + 1)
-        if rows is None:
-            raise InvalidArgument("The page token is not valid.")
-        clients = rows[:limit]
-        next_token = _client_page_token(clients[-1].user_id) if len(rows) > limit else ""
-        if clients:
-            await self._storage.record_audit(
-                AuditEvent(
-                    actor=principal.subject,
-                    action="clients.list",
-                    outcome="success",
-                    practice_id=principal.practice_id,
-                    detail={"user_ids": [c.user_id for c in clients]},
-                )
-            )
-        return clients, next_token
+        return await self._directory_page(principal, "clients.list", ("client",), query, page_size, page_token)
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -452,9 +545,24 @@ class AuthHandlers:
             expires_at = record.expires_at
         return SessionView(record.kind, expires_at, record.conversation_id)
 
+    async def refuse_after_failure(
+        self, error: DomainError, account_key: str, user: User | None, actor: str, practice_id: str, detail: dict
+    ) -> NoReturn:
+        """Count a wrong password (or code) and raise ``error`` for it, unless this failure throttled
+        the account: then the throttled answer, which every attempt gets until the delay or lock ends.
+
+        Answering the throttling failure itself as throttled is what keeps the answers from
+        alternating: a person who retries after a short delay ran out, with a wrong password
+        again, is throttled again at once, and hears "Too many" again rather than "incorrect".
+        """
+        outcome = await self._sign_in_failed(account_key, user, actor, practice_id, detail)
+        if outcome.block_seconds:
+            raise ResourceExhausted(throttled_message(outcome.block_seconds))
+        raise error
+
     async def _sign_in_failed(
         self, account_key: str, user: User | None, actor: str, practice_id: str, detail: dict
-    ) -> None:
+    ) -> FailureOutcome:
         """Count the failure, apply its delay or lock, queue the lock email, audit it all together."""
         lock_minutes = max(1, round(self._config.sign_in_lock_seconds / 60))
 
@@ -498,6 +606,7 @@ class AuthHandlers:
             )
             if user is not None:
                 self._notice_queued()
+        return outcome
 
     def _block(self, failures: int) -> tuple[int, bool]:
         """How long an account refuses attempts after ``failures`` consecutive failures, and whether that is a lock."""
@@ -511,24 +620,29 @@ class AuthHandlers:
             return min(delay, config.sign_in_max_delay_seconds), False
         return 0, False
 
-    async def _address_over_limit(self, client_address: str) -> bool:
-        """Count an attempt from this address; True when it is over the per-address limit."""
+    async def address_throttle(self, client_address: str) -> int:
+        """Count an attempt from this address; the seconds until its window ends when it is over
+        the per-address limit, else 0."""
         address = client_address.strip()[:MAX_CLIENT_ADDRESS_LENGTH]
         if not address:
-            return False  # nothing to key on (web always sends the address)
-        attempts = await self._storage.count_address_attempt(
+            return 0  # nothing to key on (web always sends the address)
+        attempts, seconds_left = await self._storage.count_address_attempt(
             address, self._config.sign_in_address_window_seconds
         )
-        return attempts > self._config.sign_in_address_limit
+        return max(1, seconds_left) if attempts > self._config.sign_in_address_limit else 0
+
+    def lookup_email(self, value: str) -> str:
+        """How sign-in and password reset look an address up: as stored, and never refused."""
+        return email_lookup_key(value, allow_test_domains=self._config.common.development)
 
     async def sign_in(self, email: str, password: str, client_address: str) -> SignedIn:
         principal = require_service("web")
-        email = email.strip().lower()
-        if not email or not password:
+        if not email.strip() or not password:
             raise InvalidArgument("Enter your email and password.")
+        email = self.lookup_email(email)
         detail = {**_client_address(client_address), "via": principal.service_name}
         email_sha256 = hashlib.sha256(email.encode()).hexdigest()
-        found = await self._storage.user_credentials(email) if len(email) <= MAX_EMAIL_LENGTH else None
+        found = await self._storage.user_credentials(email) if len(email) <= MAX_LOOKUP_EMAIL_LENGTH else None
         # Unknown emails are counted and throttled like accounts, under the email's hash.
         if found is None:
             account_key, actor, practice_id = f"email:{email_sha256}", "unknown", ""
@@ -539,13 +653,14 @@ class AuthHandlers:
 
         # Throttled: refused before the password is looked at, so a locked account
         # never reveals whether it was right, and known and unknown answer alike.
-        reason = ""
-        if await self._address_over_limit(client_address):
-            reason = "address"
+        reason, message = "", ""
+        if wait := await self.address_throttle(client_address):
+            reason, message = "address", address_throttled_message(wait)
         else:
             state = await self._storage.throttle_state(account_key)
             if state.blocked:
                 reason = "locked" if state.locked else "delayed"
+                message = throttled_message(state.seconds_left)
         if reason:
             await self._storage.record_audit(
                 AuditEvent(
@@ -558,15 +673,16 @@ class AuthHandlers:
                 )
             )
             log.info("sign-in throttled", extra={"fields": {"reason": reason, "user_id": target}})
-            raise ResourceExhausted(TOO_MANY_ATTEMPTS)
+            raise ResourceExhausted(message)
 
         password_hash = found[1] if found else None
         # Over-long passwords are never valid; check a short one so the time spent matches.
         candidate = password if len(password) <= self._config.password_max_length else ""
         ok = await self._passwords.verify(password_hash, candidate) and bool(candidate)
         if found is None or not ok:
-            await self._sign_in_failed(account_key, found[0] if found else None, actor, practice_id, detail)
-            raise Unauthenticated(SIGN_IN_FAILED)
+            await self.refuse_after_failure(
+                Unauthenticated(SIGN_IN_FAILED), account_key, found[0] if found else None, actor, practice_id, detail
+            )
         user, password_hash = found
         if password_hash and self._passwords.needs_rehash(password_hash):
             await self._storage.update_password_hash(user.user_id, await self._passwords.hash(password))
@@ -697,7 +813,7 @@ class AuthHandlers:
     async def redeem_magic_link(self, token: str, client_address: str) -> RedeemResult:
         principal = require_service("web")
         detail = {**_client_address(client_address), "via": principal.service_name}
-        if await self._address_over_limit(client_address):
+        if wait := await self.address_throttle(client_address):
             await self._storage.record_audit(
                 AuditEvent(
                     actor="unknown",
@@ -707,7 +823,7 @@ class AuthHandlers:
                 )
             )
             log.info("magic-link redemption throttled", extra={"fields": {"reason": "address"}})
-            raise ResourceExhausted(TOO_MANY_ATTEMPTS)
+            raise ResourceExhausted(address_throttled_message(wait))
         if not token or len(token) > MAX_TOKEN_LENGTH:
             await self._storage.record_audit(
                 AuditEvent(actor="unknown", action="magic_link.redeem", outcome="unknown", detail=detail)
@@ -721,7 +837,7 @@ class AuthHandlers:
                 action="magic_link.redeem",
                 outcome=result.outcome,
                 target=result.user_id,
-                practice_id=result.user.practice_id if result.user else "",
+                practice_id=result.practice_id,
                 detail={**detail, "conversation_id": result.conversation_id}
                 if result.conversation_id
                 else detail,

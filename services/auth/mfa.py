@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pyotp
 from cryptography.exceptions import InvalidTag
@@ -34,12 +35,13 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from services.auth.config import AuthConfig
 from services.auth.handlers import (
     SESSION_ENDED,
-    TOO_MANY_ATTEMPTS,
     AuthHandlers,
     SignedIn,
     _client_address,
     _new_token,
     _token_hash,
+    address_throttled_message,
+    throttled_message,
 )
 from services.auth.mfa_storage import MfaStorage, SecondFactorUsed, TotpCredential
 from services.auth.storage import AuditEvent, AuthStorage, User
@@ -189,20 +191,21 @@ class MfaHandlers:
         return pending.user
 
     async def _not_throttled(self, user: User, client_address: str, detail: dict) -> None:
-        reason = ""
-        if await self._auth._address_over_limit(client_address):
-            reason = "address"
-        elif (await self._storage.throttle_state(user.user_id)).blocked:
-            reason = "locked"
+        reason, message = "", ""
+        if wait := await self._auth.address_throttle(client_address):
+            reason, message = "address", address_throttled_message(wait)
+        elif (state := await self._storage.throttle_state(user.user_id)).blocked:
+            reason, message = "locked", throttled_message(state.seconds_left)
         if reason:
             await self._storage.record_audit(
                 AuditEvent(actor=user.user_id, action="sign_in", outcome="throttled", target=user.user_id,
                            practice_id=user.practice_id, detail={**detail, "reason": reason})
             )
-            raise ResourceExhausted(TOO_MANY_ATTEMPTS)
+            raise ResourceExhausted(message)
 
-    async def _failed(self, user: User, detail: dict) -> None:
-        await self._auth._sign_in_failed(user.user_id, user, user.user_id, user.practice_id, detail)
+    async def _failed(self, user: User, detail: dict, error: Exception) -> NoReturn:
+        """Count a wrong code like a wrong password: ``error``, or the throttled answer once it throttles."""
+        await self._auth.refuse_after_failure(error, user.user_id, user, user.user_id, user.practice_id, detail)
 
     # -- the sign-in step ------------------------------------------------------------
 
@@ -255,8 +258,7 @@ class MfaHandlers:
                 recovery_hash = candidate
             factor = "recovery_code"
         if step is None and recovery_hash is None:
-            await self._failed(user, {**detail, "factor": factor})
-            raise Unauthenticated(WRONG_CODE)
+            await self._failed(user, {**detail, "factor": factor}, Unauthenticated(WRONG_CODE))
         session_token = _new_token()
         event = AuditEvent(actor=user.user_id, action="sign_in", outcome="success", target=user.user_id,
                            practice_id=user.practice_id, detail={**detail, "factor": factor})
@@ -267,8 +269,7 @@ class MfaHandlers:
             )
         except SecondFactorUsed:
             # The same code (or token) was used by a concurrent attempt: a replay.
-            await self._failed(user, {**detail, "factor": factor, "reason": "replay"})
-            raise Unauthenticated(WRONG_CODE) from None
+            await self._failed(user, {**detail, "factor": factor, "reason": "replay"}, Unauthenticated(WRONG_CODE))
         await self._storage.clear_sign_in_failures(user.user_id)
         log.info("signed in", extra={"fields": {"user_id": user.user_id, "practice_id": user.practice_id,
                                                 "factor": factor}})
@@ -312,8 +313,7 @@ class MfaHandlers:
         step = self._match_step(self._box.open(totp), normalize_code(code)[:MAX_CODE_LENGTH], 0)
         if step is None:
             if via_pending:
-                await self._failed(user, {**detail, "factor": "totp", "step": "enroll"})
-                raise Unauthenticated(WRONG_CODE)
+                await self._failed(user, {**detail, "factor": "totp", "step": "enroll"}, Unauthenticated(WRONG_CODE))
             await self._storage.record_audit(
                 AuditEvent(actor=user.user_id, action="mfa.totp.enable", outcome="failure", target=user.user_id,
                            practice_id=user.practice_id)
@@ -359,13 +359,12 @@ class MfaHandlers:
                 "Your practice requires two-step verification for all staff, so it cannot be turned off."
             )
         detail = {"via": "disable_totp"}
-        if (await self._storage.throttle_state(user.user_id)).blocked:
-            raise ResourceExhausted(TOO_MANY_ATTEMPTS)
+        if (state := await self._storage.throttle_state(user.user_id)).blocked:
+            raise ResourceExhausted(throttled_message(state.seconds_left))
         step = self._match_step(self._box.open(totp), normalize_code(code)[:MAX_CODE_LENGTH], totp.last_used_step)
         if step is None:
             # A wrong code here counts like a wrong password: a stolen session cannot guess its way through.
-            await self._failed(user, {**detail, "factor": "totp"})
-            raise InvalidArgument(WRONG_CODE)
+            await self._failed(user, {**detail, "factor": "totp"}, InvalidArgument(WRONG_CODE))
         try:
             await self._mfa.disable_totp(
                 user.user_id, step,

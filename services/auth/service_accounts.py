@@ -201,7 +201,7 @@ class ServiceAccountHandlers:
             raise Unauthenticated(BAD_CREDENTIALS)
         requested = _scopes(scopes, required=False)
         config = self._config
-        attempts = await self._storage.count_address_attempt(
+        attempts, _ = await self._storage.count_address_attempt(
             f"service_account:{client_id}", config.service_account_token_window_seconds
         )
         event = AuditEvent(

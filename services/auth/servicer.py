@@ -44,11 +44,18 @@ def _user(user: User) -> pb.User:
         email=user.email,
         display_name=user.display_name,
         has_password=user.has_password,
+        date_of_birth=user.date_of_birth,
     )
 
 
 def _practice(practice: Practice) -> pb.Practice:
-    return pb.Practice(practice_id=practice.practice_id, name=practice.name)
+    return pb.Practice(
+        practice_id=practice.practice_id,
+        name=practice.name,
+        time_zone=practice.time_zone,
+        contact_phone=practice.contact_phone,
+        contact_email=practice.contact_email,
+    )
 
 
 def _session(session: SessionView) -> pb.Session:
@@ -78,7 +85,7 @@ class AuthServicer(
         self, request: pb.CreatePracticeRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreatePracticeResponse:
         practice, owner = await self._handlers.create_practice(
-            request.name, request.owner_email, request.owner_display_name, request.owner_password
+            request.name, request.owner_email, request.owner_display_name, request.owner_password, request.time_zone
         )
         return pb.CreatePracticeResponse(practice=_practice(practice), owner=_user(owner))
 
@@ -88,6 +95,19 @@ class AuthServicer(
         return pb.GetPracticeResponse(
             practice=_practice(await self._handlers.get_practice(request.practice_id))
         )
+
+    async def UpdatePractice(
+        self, request: pb.UpdatePracticeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdatePracticeResponse:
+        wanted = Practice(
+            "",
+            request.practice.name,
+            request.practice.time_zone,
+            request.practice.contact_phone,
+            request.practice.contact_email,
+        )
+        practice = await self._handlers.update_practice(wanted, list(request.update_mask.paths))
+        return pb.UpdatePracticeResponse(practice=_practice(practice))
 
     async def CreateUser(
         self, request: pb.CreateUserRequest, context: grpc.aio.ServicerContext
@@ -107,19 +127,23 @@ class AuthServicer(
         self, request: pb.SearchDirectoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchDirectoryResponse:
         roles = [_role(r) for r in request.roles]
-        users = await self._handlers.search_directory(request.query, roles, request.page_size)
-        return pb.SearchDirectoryResponse(users=[_user(u) for u in users])
+        users, next_token = await self._handlers.search_directory(
+            request.query, roles, request.page_size, request.page_token
+        )
+        return pb.SearchDirectoryResponse(users=[_user(u) for u in users], next_page_token=next_token)
 
     async def CreateClient(
         self, request: pb.CreateClientRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateClientResponse:
-        client = await self._handlers.create_client(request.email, request.display_name)
+        client = await self._handlers.create_client(request.email, request.display_name, request.date_of_birth)
         return pb.CreateClientResponse(client=_user(client))
 
     async def UpdateClient(
         self, request: pb.UpdateClientRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateClientResponse:
-        client = await self._handlers.update_client(request.client_id, request.email, request.display_name)
+        client = await self._handlers.update_client(
+            request.client_id, request.email, request.display_name, request.date_of_birth
+        )
         return pb.UpdateClientResponse(client=_user(client))
 
     async def ListClients(

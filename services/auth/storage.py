@@ -8,7 +8,7 @@ action and its audit row exist together or not at all.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import psycopg
@@ -24,6 +24,15 @@ from services.common.errors import AlreadyExists, NotFound
 class Practice:
     practice_id: str
     name: str
+    # An IANA name; every time the practice and its clients see is given in it.
+    time_zone: str = ""
+    # How clients reach the practice: E.164 and an email address, each possibly empty.
+    contact_phone: str = ""
+    contact_email: str = ""
+
+
+# The profile fields UpdatePractice may change, in the order the audit lists them.
+PRACTICE_FIELDS = ("name", "time_zone", "contact_phone", "contact_email")
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,8 @@ class User:
     email: str
     display_name: str
     has_password: bool
+    # Clients only, where known: "YYYY-MM-DD"; empty otherwise.
+    date_of_birth: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,7 @@ class SessionRecord:
 @dataclass(frozen=True)
 class MagicLinkState:
     user_id: str
+    practice_id: str
     conversation_id: str
     used: bool
     expired: bool
@@ -64,6 +76,8 @@ class Redemption:
     user_id: str = ""
     user: User | None = None
     session: SessionRecord | None = None
+    # The client's practice, for every outcome but "unknown" (the audit row belongs to its trail).
+    practice_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,8 @@ class Throttle:
     failures: int
     blocked: bool
     locked: bool
+    # While blocked: the seconds until attempts are taken again (rounded up).
+    seconds_left: int = 0
 
 
 @dataclass(frozen=True)
@@ -113,8 +129,10 @@ class AuditEvent:
 
 _USER_COLUMNS = sql.SQL(
     "u.user_id::text AS user_id, u.practice_id::text AS practice_id, u.role, u.email, u.display_name,"
-    " u.password_hash IS NOT NULL AS has_password"
+    " u.password_hash IS NOT NULL AS has_password,"
+    " coalesce(to_char(u.date_of_birth, 'YYYY-MM-DD'), '') AS date_of_birth"
 )
+_PRACTICE_COLUMNS = "practice_id::text AS practice_id, name, time_zone, contact_phone, contact_email"
 
 
 def _user(row: dict) -> User:
@@ -125,6 +143,7 @@ def _user(row: dict) -> User:
         email=row["email"],
         display_name=row["display_name"],
         has_password=row["has_password"],
+        date_of_birth=row["date_of_birth"],
     )
 
 
@@ -142,16 +161,61 @@ def _escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _word_filter(words: Sequence[str]) -> tuple[sql.Composable, list[str]]:
-    """`` AND`` one LIKE per word on the folded search text, and its parameters.
+@dataclass(frozen=True)
+class DirectoryQuery:
+    """One page of the directory: the practice's users of ``roles`` matching every word.
 
-    The pattern is folded by the same function as the column, so "alex" finds
-    "Álex" and the trigram index can serve it; LIKE wildcards are plain characters.
+    Ordered by rank (how many words match only inside a word of the name or email: 0 when
+    each starts one), then name, then id. ``after`` is the previous page's last row as
+    (rank, user id): the page token carries no name, the row's name is read in the same statement.
     """
-    where = sql.SQL("").join(
-        sql.SQL(" AND u.search_text LIKE '%%' || fold_for_search(%s) || '%%'") for _ in words
-    )
-    return where, [_escape_like(w) for w in words]
+
+    practice_id: str
+    roles: Sequence[str]
+    words: Sequence[str]
+    after: tuple[int, str] | None
+    limit: int
+
+    def statement(self) -> tuple[sql.Composable, dict]:
+        params: dict = {"practice": self.practice_id, "roles": list(self.roles), "limit": self.limit}
+        match, rank_terms = [], []
+        for i, word in enumerate(self.words):
+            params[f"like{i}"], params[f"word{i}"] = _escape_like(word), word
+            # Folded like the column, so "alex" finds "Álex" and the trigram index can serve it;
+            # LIKE wildcards in the word are plain characters.
+            match.append(
+                sql.SQL(" AND u.search_text LIKE '%%' || fold_for_search({}) || '%%'").format(
+                    sql.Placeholder(f"like{i}")
+                )
+            )
+            rank_terms.append(
+                sql.SQL("(u.search_words NOT LIKE '%%' || search_words({}) || '%%')::int").format(
+                    sql.Placeholder(f"word{i}")
+                )
+            )
+        # Without words every row has rank 0 and the (practice, role, name) index gives the order.
+        if rank_terms:
+            rank = sql.SQL("({})").format(sql.SQL(" + ").join(rank_terms))
+            key, after_key = sql.SQL("{}, u.sort_name, u.user_id").format(rank), sql.SQL("%(after_rank)s, ")
+        else:
+            rank, key, after_key = sql.SQL("0"), sql.SQL("u.sort_name, u.user_id"), sql.SQL("")
+        anchor, after = sql.SQL(""), sql.SQL("")
+        if self.after is not None:
+            params["after_rank"], params["after_user"] = self.after
+            # The previous page's last row, of this practice and these roles; none: no rows.
+            anchor = sql.SQL(
+                " CROSS JOIN (SELECT sort_name, user_id FROM users WHERE user_id = %(after_user)s"
+                " AND practice_id = %(practice)s AND role = ANY(%(roles)s)) a"
+            )
+            after = sql.SQL(" AND ({key}) > ({after_key}a.sort_name, a.user_id)").format(key=key, after_key=after_key)
+        query = sql.SQL(
+            "SELECT {columns}, {rank} AS rank FROM users u{anchor}"
+            " WHERE u.practice_id = %(practice)s AND u.role = ANY(%(roles)s){match}{after}"
+            " ORDER BY {key} LIMIT %(limit)s"
+        ).format(
+            columns=_USER_COLUMNS, rank=rank, anchor=anchor, match=sql.SQL("").join(match), after=after, key=key
+        )
+        return query, params
 
 
 async def _queue_client_created(conn: psycopg.AsyncConnection, user: User) -> None:
@@ -191,44 +255,86 @@ class AuthStorage:
         async with self._pool.connection() as conn:
             await _record(conn, event)
 
+    async def record_audits(self, events: Sequence[AuditEvent]) -> None:
+        """Several rows at once (one per client a list showed), in one transaction and round trip."""
+        if not events:
+            return
+        async with self._pool.connection() as conn:
+            await audit.record_many(
+                conn,
+                [
+                    {"actor": e.actor, "action": e.action, "outcome": e.outcome, "target": e.target,
+                     "practice_id": e.practice_id, "detail": e.detail}
+                    for e in events
+                ],
+            )
+
     # -- practices and users ---------------------------------------------------
 
     async def create_practice(
-        self, practice_id: str, name: str, owner: User, owner_password_hash: str, event: AuditEvent
+        self, practice: Practice, owner: User, owner_password_hash: str, event: AuditEvent
     ) -> tuple[Practice, User]:
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 await conn.execute(
-                    "INSERT INTO practices (practice_id, name) VALUES (%s, %s)", (practice_id, name)
+                    "INSERT INTO practices (practice_id, name, time_zone, contact_phone, contact_email)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    (practice.practice_id, practice.name, practice.time_zone, practice.contact_phone,
+                     practice.contact_email),
                 )
                 await conn.execute(
                     "INSERT INTO users (user_id, practice_id, role, email, display_name, password_hash)"
                     " VALUES (%s, %s, 'owner', %s, %s, %s)",
-                    (owner.user_id, practice_id, owner.email, owner.display_name, owner_password_hash),
+                    (owner.user_id, practice.practice_id, owner.email, owner.display_name, owner_password_hash),
                 )
                 await _record(conn, event)
         except psycopg.errors.UniqueViolation as exc:
             if _is_email_taken(exc):
                 raise AlreadyExists(_EMAIL_TAKEN) from None
             raise
-        return Practice(practice_id, name), owner
+        return practice, owner
 
     async def get_practice(self, practice_id: str) -> Practice | None:
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(Practice))
-            await cur.execute(
-                "SELECT practice_id::text AS practice_id, name FROM practices WHERE practice_id = %s",
-                (practice_id,),
-            )
+            await cur.execute(f"SELECT {_PRACTICE_COLUMNS} FROM practices WHERE practice_id = %s", (practice_id,))
             return await cur.fetchone()
+
+    async def update_practice(
+        self, practice_id: str, changes: dict[str, str], event: Callable[[list[str]], AuditEvent]
+    ) -> Practice | None:
+        """Set the profile fields in ``changes`` (names from PRACTICE_FIELDS); None when there is no such practice.
+
+        ``event(changed)`` is the audit row, given the names of the fields whose value changed.
+        """
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=class_row(Practice))
+            await cur.execute(
+                f"SELECT {_PRACTICE_COLUMNS} FROM practices WHERE practice_id = %s FOR UPDATE", (practice_id,)
+            )
+            before = await cur.fetchone()
+            if before is None:
+                return None
+            after = replace(before, **changes)
+            changed = [name for name in PRACTICE_FIELDS if getattr(before, name) != getattr(after, name)]
+            if changed:
+                await conn.execute(
+                    sql.SQL("UPDATE practices SET {} WHERE practice_id = %s").format(
+                        sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(name)) for name in changed)
+                    ),
+                    [*(getattr(after, name) for name in changed), practice_id],
+                )
+            await _record(conn, event(changed))
+        return after
 
     async def create_user(self, user: User, password_hash: str | None, event: AuditEvent) -> User:
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 await conn.execute(
-                    "INSERT INTO users (user_id, practice_id, role, email, display_name, password_hash)"
-                    " VALUES (%s, %s, %s, %s, %s, %s)",
-                    (user.user_id, user.practice_id, user.role, user.email, user.display_name, password_hash),
+                    "INSERT INTO users (user_id, practice_id, role, email, display_name, password_hash,"
+                    " date_of_birth) VALUES (%s, %s, %s, %s, %s, %s, %s::date)",
+                    (user.user_id, user.practice_id, user.role, user.email, user.display_name, password_hash,
+                     user.date_of_birth or None),
                 )
                 await _queue_client_created(conn, user)
                 await _record(conn, event)
@@ -269,58 +375,37 @@ class AuthStorage:
                 "UPDATE users SET password_hash = %s WHERE user_id = %s", (password_hash, user_id)
             )
 
-    async def search_directory(
-        self, practice_id: str, words: Sequence[str], roles: Sequence[str], limit: int
-    ) -> list[User]:
-        """Users of a practice whose folded name or email contains every word, in name order."""
-        where, patterns = _word_filter(words)
-        query = sql.SQL(
-            "SELECT {columns} FROM users u WHERE u.practice_id = %s AND u.role = ANY(%s){where}"
-            " ORDER BY u.sort_name, u.user_id LIMIT %s"
-        ).format(columns=_USER_COLUMNS, where=where)
-        params = [practice_id, list(roles), *patterns, limit]
+    async def directory_page(self, query: DirectoryQuery) -> list[tuple[User, int]] | None:
+        """A page of the directory as (user, rank) pairs: one statement.
+
+        None when ``query.after`` names nobody of the practice and roles (a forged or foreign
+        page token), told apart from the end of the list by a second look only then.
+        """
+        statement, params = query.statement()
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(query, params)
-            return [_user(row) for row in await cur.fetchall()]
+            await cur.execute(statement, params)
+            rows = [(_user(row), row["rank"]) for row in await cur.fetchall()]
+            if rows or query.after is None:
+                return rows
+            await cur.execute(
+                "SELECT 1 FROM users WHERE user_id = %s AND practice_id = %s AND role = ANY(%s)",
+                (query.after[1], query.practice_id, list(query.roles)),
+            )
+            return rows if await cur.fetchone() else None
 
     # -- clients -------------------------------------------------------------------
 
-    async def list_clients(
-        self, practice_id: str, words: Sequence[str], after_client_id: str | None, limit: int
-    ) -> list[User] | None:
-        """A page of the practice's clients matching every word, in name order.
-
-        Keyset pagination after the client ``after_client_id`` (the previous page's
-        last row, looked up here so the page token carries an id and no name).
-        None when that client is not one of the practice's.
-        """
-        where, patterns = _word_filter(words)
-        after = sql.SQL("")
-        params: list = [practice_id]
-        async with self._pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            if after_client_id is not None:
-                await cur.execute(
-                    "SELECT sort_name, user_id FROM users WHERE user_id = %s AND practice_id = %s AND role = 'client'",
-                    (after_client_id, practice_id),
-                )
-                anchor = await cur.fetchone()
-                if anchor is None:
-                    return None
-                after = sql.SQL(" AND (u.sort_name, u.user_id) > (%s, %s)")
-                params += [anchor["sort_name"], anchor["user_id"]]
-            query = sql.SQL(
-                "SELECT {columns} FROM users u WHERE u.practice_id = %s AND u.role = 'client'{after}{where}"
-                " ORDER BY u.sort_name, u.user_id LIMIT %s"
-            ).format(columns=_USER_COLUMNS, after=after, where=where)
-            await cur.execute(query, [*params, *patterns, limit])
-            return [_user(row) for row in await cur.fetchall()]
-
     async def update_client(
-        self, practice_id: str, client_id: str, email: str, display_name: str, event: Callable[[list[str]], AuditEvent]
+        self,
+        practice_id: str,
+        client_id: str,
+        email: str,
+        display_name: str,
+        date_of_birth: str,
+        event: Callable[[list[str]], AuditEvent],
     ) -> User | None:
-        """Change a client's email and name; None when they are not a client of the practice.
+        """Replace a client's email, name and date of birth; None when they are not a client of the practice.
 
         ``event(changed)`` is the audit row, given the names of the fields that changed.
         """
@@ -338,24 +423,23 @@ class AuthStorage:
                 if row is None:
                     return None
                 before = _user(row)
+                after = replace(before, email=email, display_name=display_name, date_of_birth=date_of_birth)
                 changed = [
-                    name
-                    for name, old, new in (("email", before.email, email), ("display_name", before.display_name, display_name))
-                    if old != new
+                    name for name in ("email", "display_name", "date_of_birth")
+                    if getattr(before, name) != getattr(after, name)
                 ]
                 if changed:
                     await cur.execute(
-                        "UPDATE users SET email = %s, display_name = %s WHERE user_id = %s",
-                        (email, display_name, client_id),
+                        "UPDATE users SET email = %s, display_name = %s, date_of_birth = %s::date"
+                        " WHERE user_id = %s",
+                        (email, display_name, date_of_birth or None, client_id),
                     )
                 await _record(conn, event(changed))
         except psycopg.errors.UniqueViolation as exc:
             if _is_email_taken(exc):
                 raise AlreadyExists(_EMAIL_TAKEN) from None
             raise
-        return User(
-            before.user_id, before.practice_id, before.role, email, display_name, has_password=before.has_password
-        )
+        return after
 
     # -- the client-created outbox ------------------------------------------------------
 
@@ -482,7 +566,10 @@ class AuthStorage:
                     result = Redemption("unknown")
                 else:
                     outcome = "already_used" if state.used else "expired"
-                    result = Redemption(outcome, conversation_id=state.conversation_id, user_id=state.user_id)
+                    result = Redemption(
+                        outcome, conversation_id=state.conversation_id, user_id=state.user_id,
+                        practice_id=state.practice_id,
+                    )
             else:
                 await cur.execute(
                     "INSERT INTO sessions (session_hash, user_id, kind, conversation_id, expires_at)"
@@ -496,7 +583,9 @@ class AuthStorage:
                     (link["user_id"],),
                 )
                 user = _user(await cur.fetchone())
-                result = Redemption("redeemed", link["conversation_id"], user.user_id, user, session)
+                result = Redemption(
+                    "redeemed", link["conversation_id"], user.user_id, user, session, practice_id=user.practice_id
+                )
             await _record(conn, event(result))
         return result
 
@@ -504,36 +593,45 @@ class AuthStorage:
     async def _link_state(conn: psycopg.AsyncConnection, token_hash: bytes) -> MagicLinkState | None:
         cur = conn.cursor(row_factory=class_row(MagicLinkState))
         await cur.execute(
-            "SELECT user_id::text AS user_id, conversation_id, used_at IS NOT NULL AS used,"
-            " expires_at <= now() AS expired FROM magic_links WHERE token_hash = %s",
+            "SELECT m.user_id::text AS user_id, u.practice_id::text AS practice_id, m.conversation_id,"
+            " m.used_at IS NOT NULL AS used, m.expires_at <= now() AS expired"
+            " FROM magic_links m JOIN users u ON u.user_id = m.user_id WHERE m.token_hash = %s",
             (token_hash,),
         )
         return await cur.fetchone()
 
     # -- sign-in throttling ---------------------------------------------------------------
 
-    async def count_address_attempt(self, client_address: str, window_seconds: int) -> int:
-        """Count one attempt from ``client_address`` in the current fixed window; return the window's total."""
+    async def count_address_attempt(self, client_address: str, window_seconds: int) -> tuple[int, int]:
+        """Count one attempt from ``client_address`` in the current fixed window; return the
+        window's total and the seconds until it ends (rounded up)."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 "INSERT INTO address_attempts (client_address, window_start, attempts)"
                 " VALUES (%(address)s, to_timestamp(floor(extract(epoch FROM now()) / %(window)s) * %(window)s), 1)"
                 " ON CONFLICT (client_address, window_start)"
-                " DO UPDATE SET attempts = address_attempts.attempts + 1 RETURNING attempts",
+                " DO UPDATE SET attempts = address_attempts.attempts + 1"
+                " RETURNING attempts,"
+                " ceil(extract(epoch FROM window_start + make_interval(secs => %(window)s) - now()))::int",
                 {"address": client_address, "window": window_seconds},
             )
-            (attempts,) = await cur.fetchone()
-        return attempts
+            attempts, seconds_left = await cur.fetchone()
+        return attempts, seconds_left
 
     async def throttle_state(self, account_key: str) -> Throttle:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT failures, coalesce(blocked_until > now(), false), locked AND coalesce(blocked_until > now(), false)"
+                "SELECT failures, coalesce(blocked_until > now(), false),"
+                " locked AND coalesce(blocked_until > now(), false),"
+                " greatest(ceil(extract(epoch FROM blocked_until - now())), 0)::int"
                 " FROM sign_in_throttle WHERE account_key = %s",
                 (account_key,),
             )
             row = await cur.fetchone()
-        return Throttle(*row) if row else Throttle(0, False, False)
+        if row is None:
+            return Throttle(0, False, False)
+        failures, blocked, locked, seconds_left = row
+        return Throttle(failures, blocked, locked, seconds_left if blocked else 0)
 
     async def record_sign_in_failure(
         self,

@@ -78,6 +78,21 @@ class AuthHarness:
         )
         return reply.user
 
+    async def service_account(self, owner: pb.User, scopes=("clients.read",)):
+        """A real service account of the owner's practice, signed in: its call metadata."""
+        created = await self.stub.CreateServiceAccount(
+            pb.CreateServiceAccountRequest(display_name="Practice EHR", scopes=list(scopes)),
+            metadata=self.as_user(owner),
+            timeout=5,
+        )
+        issued = await self.stub.IssueServiceAccountToken(
+            pb.IssueServiceAccountTokenRequest(
+                client_id=created.account.client_id, client_secret=created.client_secret
+            ),
+            timeout=5,
+        )
+        return self.tokens.metadata(issued.access_token)
+
     # -- the database, to simulate time passing and to inspect what is stored -----------
 
     async def execute(self, query: str, params=()) -> list[tuple]:

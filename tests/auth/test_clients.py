@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 from confidant.auth.v1 import auth_service_pb2 as pb
 
-from services.auth.handlers import _client_page_token
+from services.auth.handlers import _page_token
 from tests.auth.harness import PASSWORD, AuthHarness, rpc_error
 
 
@@ -35,17 +35,7 @@ async def _names(auth: AuthHarness, caller, query="") -> list[str]:
 
 
 async def _account_token(auth: AuthHarness, owner: pb.User, scopes) -> tuple:
-    """A real service account of the owner's practice, signed in: its call metadata."""
-    created = await auth.stub.CreateServiceAccount(
-        pb.CreateServiceAccountRequest(display_name="Practice EHR", scopes=list(scopes)),
-        metadata=auth.as_user(owner),
-        timeout=5,
-    )
-    issued = await auth.stub.IssueServiceAccountToken(
-        pb.IssueServiceAccountTokenRequest(client_id=created.account.client_id, client_secret=created.client_secret),
-        timeout=5,
-    )
-    return auth.tokens.metadata(issued.access_token)
+    return await auth.service_account(owner, scopes)
 
 
 async def _staff(auth: AuthHarness):
@@ -310,13 +300,13 @@ async def test_list_clients_pages_through_every_client_in_name_order(auth: AuthH
     names = [c.display_name for c in seen]
     assert names == sorted(names)
 
-    # The default page is 20; staff are never listed; each page is audited with its ids.
+    # The default page is 20; staff are never listed; each client listed is audited, by id, as the row's target.
     first = await _list(auth, me)
     assert len(first.clients) == 20 and first.next_page_token
     assert owner.user_id not in {c.user_id for c in first.clients}
     rows = await auth.audit_rows("clients.list")
-    assert rows[0][0] == team_member.user_id and rows[0][4]["user_ids"] == [c.user_id for c in seen[:20]]
-    assert len(rows) == 4
+    assert [(r[0], r[2], r[3]) for r in rows[:45]] == [(team_member.user_id, c.user_id, practice.practice_id) for c in seen]
+    assert [(r[0], r[2]) for r in rows[45:]] == [(owner.user_id, c.user_id) for c in first.clients]
 
 
 async def test_list_clients_search_is_case_and_accent_insensitive_and_partial(auth: AuthHarness):
@@ -371,7 +361,7 @@ async def test_list_clients_refusals_and_bad_arguments(auth: AuthHarness):
 
     me = auth.as_user(owner)
     # A page token naming another practice's client (or garbage) is refused, never followed.
-    for token in ("!!!", "AAAA", _client_page_token(theirs.user_id), _client_page_token(owner.user_id)):
+    for token in ("!!!", "AAAA", _page_token(theirs.user_id, 0), _page_token(owner.user_id, 0)):
         err = await rpc_error(_list(auth, me, page_token=token))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "page token" in err.details()
     for kwargs in ({"page_size": -1}, {"query": "x" * 201}):

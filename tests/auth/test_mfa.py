@@ -148,15 +148,17 @@ async def test_a_wrong_code_is_refused_and_counts_toward_the_lock(auth, clinicia
     failed = [r for r in await auth.audit_rows("sign_in") if r[1] == "failure"]
     assert [r[4]["factor"] for r in failed] == ["totp", "recovery_code"]
 
-    # One short of the lock (10 by default), then one more wrong code locks the account:
+    # One short of the lock (10 by default), then one more wrong code locks the account, and
+    # answers as a wrong password would: with the throttled sentence, not "not correct".
     await auth.execute("UPDATE sign_in_throttle SET failures = 9, blocked_until = NULL WHERE account_key = %s",
                        (user.user_id,))
     err = await rpc_error(complete(auth, reply.pending_token, wrong))
-    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    locked = (grpc.StatusCode.RESOURCE_EXHAUSTED, err.details())
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "Try again in 15 minutes" in err.details()
     assert [r[1] for r in await auth.audit_rows("sign_in.lock")] == ["locked"]
-    # ... even the right code is refused now, with the throttled answer.
+    # ... and even the right code is refused now, with the same answer.
     err = await rpc_error(complete(auth, reply.pending_token, code_at(secret)))
-    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (err.code(), err.details()) == locked
 
 
 async def test_a_code_is_never_accepted_twice(auth, clinician):

@@ -277,11 +277,11 @@ async def test_get_users_shows_each_caller_only_what_they_may_see(auth):
     err = await rpc_error(auth.stub.GetUsers(pb.GetUsersRequest(user_ids=[owner.user_id]), timeout=5))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
 
-    # Reads of clients' profiles are audited, by id only; so are refused reads.
+    # Reads of clients' profiles are audited, one row per client naming them as its target, in
+    # their practice's trail (services have no practice of their own); so are refused reads.
     rows = await auth.audit_rows("users.read")
-    assert ("service:notify", "success", [alex.user_id]) in [
-        (a, o, d.get("user_ids")) for a, o, _, _, d in rows
-    ]
+    assert ("service:notify", "success", alex.user_id, practice.practice_id) in [(a, o, t, p) for a, o, t, p, _ in rows]
+    assert ("service:notify", "success", stranger.user_id) not in [(a, o, t) for a, o, t, _, _ in rows]
     assert any(actor == stranger.user_id and outcome == "not_found" for actor, outcome, *_ in rows)
     dump = str(await auth.execute("SELECT detail::text FROM audit_events"))
     assert "Jordan" not in dump and "@" not in dump

@@ -1,5 +1,10 @@
 """Sign-in throttling and lockout: per account (delay, then lock) and per client address.
 
+One answer at a time: "Email or password is incorrect." until the failure that throttles the
+account, then the throttled sentence (when to try again, and "Forgot password?") for every
+attempt until the delay or lock ends — the failure that starts or renews a block included, so
+a person never sees the two alternate (issue 11, defect 19).
+
 Time is moved by editing the stored timestamps, never by sleeping. notify is
 unreachable here (the lock email is tested with a real notify in
 tests/notify/test_account_notices.py): a lock must stand without it.
@@ -24,7 +29,18 @@ from tests.auth.harness import PASSWORD, AuthHarness, rpc_error
 from tests.support import channel, running, service_env
 
 WRONG = "Email or password is incorrect."
-TOO_MANY = "Too many sign-in attempts. Please wait a few minutes and try again."
+
+
+def too_many(minutes: int) -> str:
+    return (
+        f"Too many sign-in attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}, "
+        "or choose a new password now with “Forgot password?”."
+    )
+
+
+TOO_MANY = too_many(1)  # the short delays
+LOCKED = too_many(15)  # the lock
+FROM_ADDRESS = "Too many attempts from your network. Try again in 1 minute."
 ADDRESS = "203.0.113.7"
 # Nothing listens on port 1: notify is down for this whole file.
 NOTIFY_DOWN = "127.0.0.1:1"
@@ -117,13 +133,14 @@ async def test_a_growing_delay_after_the_configured_failures(auth):
     for _ in range(2):
         assert await fails(auth, owner.email) == (grpc.StatusCode.UNAUTHENTICATED, WRONG)
     assert (await throttle_row(auth, owner.user_id))[:3] == (2, None, False)
-    # The third consecutive failure starts the delay: 2^0 = 1 second ...
-    assert await fails(auth, owner.email) == (grpc.StatusCode.UNAUTHENTICATED, WRONG)
+    # The third consecutive failure starts the delay, 2^0 = 1 second, and says so ...
+    assert await fails(auth, owner.email) == (grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY)
     assert await throttle_row(auth, owner.user_id) == (3, 1, False, True)
     # ... during which even the right password is refused, without being checked.
     assert await fails(auth, owner.email, PASSWORD) == (grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY)
+    # Once it ran out, a wrong password is counted and delays again: the same answer, not "incorrect".
     await unblock(auth)
-    assert await fails(auth, owner.email) == (grpc.StatusCode.UNAUTHENTICATED, WRONG)
+    assert await fails(auth, owner.email) == (grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY)
     assert await throttle_row(auth, owner.user_id) == (4, 2, False, True)  # 2^1 seconds
 
     failures = await auth.audit_rows("sign_in")
@@ -153,23 +170,28 @@ async def test_the_delay_is_capped(fresh_database, keys_dir, tokens):
 
 async def test_lockout_after_the_configured_failures_and_its_end(auth):
     _, owner = await auth.practice()
+    answers = []
     for _ in range(4):
         await unblock(auth)
-        assert await fails(auth, owner.email) == (grpc.StatusCode.UNAUTHENTICATED, WRONG)
+        answers.append(await fails(auth, owner.email))
+    assert answers == [(grpc.StatusCode.UNAUTHENTICATED, WRONG)] * 2 + [(grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY)] * 2
     await unblock(auth)
-    assert await fails(auth, owner.email) == (grpc.StatusCode.UNAUTHENTICATED, WRONG)
-    # The fifth failure locks the account for 15 minutes.
+    # The fifth failure locks the account for 15 minutes, and its answer says so.
+    assert await fails(auth, owner.email) == (grpc.StatusCode.RESOURCE_EXHAUSTED, LOCKED)
     assert await throttle_row(auth, owner.user_id) == (5, 900, True, True)
     [(actor, outcome, target, practice_id, detail)] = await auth.audit_rows("sign_in.lock")
     assert (actor, outcome, target, practice_id) == (owner.user_id, "locked", owner.user_id, owner.practice_id)
     assert detail == {"client_address": ADDRESS, "via": "web", "failures": 5, "lock_seconds": 900}
     # Locked: the right and a wrong password get the same answer, which says nothing about either.
-    assert await fails(auth, owner.email, PASSWORD) == (grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY)
-    assert await fails(auth, owner.email) == (grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY)
+    assert await fails(auth, owner.email, PASSWORD) == (grpc.StatusCode.RESOURCE_EXHAUSTED, LOCKED)
+    assert await fails(auth, owner.email) == (grpc.StatusCode.RESOURCE_EXHAUSTED, LOCKED)
+    # Ten minutes on, it says when again.
+    await auth.execute("UPDATE sign_in_throttle SET blocked_until = blocked_until - interval '10 minutes'")
+    assert await fails(auth, owner.email) == (grpc.StatusCode.RESOURCE_EXHAUSTED, too_many(5))
     # Refused attempts neither count nor extend the lock.
     assert (await throttle_row(auth, owner.user_id))[0] == 5
     reasons = [row[4]["reason"] for row in await auth.audit_rows("sign_in") if row[1] == "throttled"]
-    assert reasons == ["locked", "locked"]
+    assert reasons == ["locked", "locked", "locked"]
     # The lock email waits in the outbox (notify is down); the lock stands regardless.
     [(user_id, kind, minutes, sent)] = await auth.execute(
         "SELECT user_id::text, kind, lock_minutes, sent_at IS NOT NULL FROM account_notices"
@@ -209,11 +231,13 @@ async def test_unknown_and_known_accounts_answer_alike_while_throttled(auth):
         await unblock(auth)
         known.append(await fails(auth, owner.email))
         unknown.append(await fails(auth, nobody))
-    assert known == unknown == [(grpc.StatusCode.UNAUTHENTICATED, WRONG)] * 5
+    assert known == unknown == [(grpc.StatusCode.UNAUTHENTICATED, WRONG)] * 2 + [
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY)
+    ] * 2 + [(grpc.StatusCode.RESOURCE_EXHAUSTED, LOCKED)]
     # Both are locked now, and answer identically, whatever the password.
     for password in (PASSWORD, "another-wrong-password"):
         assert await fails(auth, owner.email, password) == await fails(auth, nobody, password) == (
-            grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY
+            grpc.StatusCode.RESOURCE_EXHAUSTED, LOCKED
         )
     # The unknown email is counted under its hash; it is never stored or audited in clear.
     assert await throttle_row(auth, email_key(nobody)) == (5, 900, True, True)
@@ -231,6 +255,40 @@ async def test_unknown_and_known_accounts_answer_alike_while_throttled(auth):
     assert await auth.execute("SELECT user_id::text FROM account_notices") == [(owner.user_id,)]
 
 
+async def test_successive_wrong_tries_never_go_back_from_throttled_to_incorrect(fresh_database, keys_dir, tokens):
+    """Defect 19: a person retrying every few seconds used to see "incorrect" again each time a
+    short delay had run out, then "Too many" again, and so on. With the default delays (from the
+    5th failure) and lock (the 10th), 20 tries five seconds apart, for an account and for an
+    email nobody has, now answer "incorrect" until the account is throttled, then only the
+    throttled sentence, identically for both."""
+    async with auth_with(fresh_database, keys_dir, tokens, sign_in_address_limit="1000") as auth:
+        _, owner = await auth.practice()
+        nobody = auth.email("nobody")
+        known, unknown = [], []
+        for _ in range(20):
+            known.append(await fails(auth, owner.email))
+            unknown.append(await fails(auth, nobody))
+            # Five seconds pass before the next try.
+            await auth.execute("UPDATE sign_in_throttle SET blocked_until = blocked_until - interval '5 seconds'")
+        assert known == unknown
+        codes = [code for code, _ in known]
+        first_throttled = codes.index(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        # Once throttled, never "incorrect" again while throttled (the old answers alternated).
+        assert grpc.StatusCode.UNAUTHENTICATED not in codes[first_throttled:], [c.name for c in codes]
+        assert first_throttled == 4  # the 5th failure starts the delays
+        assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 4 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 16
+        assert {details for code, details in known if code == grpc.StatusCode.UNAUTHENTICATED} == {WRONG}
+        throttled = [details for code, details in known if code == grpc.StatusCode.RESOURCE_EXHAUSTED]
+        # Delays first (said as 1 minute, their shortest honest rounding), then the 15-minute lock.
+        assert set(throttled) == {TOO_MANY, LOCKED} and throttled[-1] == LOCKED
+        assert TOO_MANY not in throttled[throttled.index(LOCKED):]
+        # The right password gets the same answer while locked, for the account and the unknown email alike.
+        assert await fails(auth, owner.email, PASSWORD) == await fails(auth, nobody, PASSWORD) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED, LOCKED
+        )
+        assert (await throttle_row(auth, owner.user_id))[2] and (await throttle_row(auth, email_key(nobody)))[2]
+
+
 # -- per client address -------------------------------------------------------------------------
 
 
@@ -242,14 +300,14 @@ async def test_the_per_address_limit_spans_accounts_and_magic_links(fresh_databa
         assert await fails(auth, other) == (grpc.StatusCode.UNAUTHENTICATED, WRONG)
         assert (await sign_in(auth, owner.email)).user.user_id == owner.user_id
         # The fourth attempt in the minute from this address is refused, whoever it is for.
-        assert await fails(auth, owner.email, PASSWORD) == (grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY)
-        assert await fails(auth, auth.email("third")) == (grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY)
+        assert await fails(auth, owner.email, PASSWORD) == (grpc.StatusCode.RESOURCE_EXHAUSTED, FROM_ADDRESS)
+        assert await fails(auth, auth.email("third")) == (grpc.StatusCode.RESOURCE_EXHAUSTED, FROM_ADDRESS)
         err = await rpc_error(
             auth.stub.RedeemMagicLink(
                 pb.RedeemMagicLinkRequest(token="x" * 43, client_address=ADDRESS), metadata=auth.web, timeout=5
             )
         )
-        assert (err.code(), err.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY)
+        assert (err.code(), err.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, FROM_ADDRESS)
         # Another address is unaffected, and refused attempts did not count against the account.
         assert (await sign_in(auth, owner.email, address="198.51.100.9")).user.user_id == owner.user_id
         # The next window (the stored one moved into the past) allows attempts again.

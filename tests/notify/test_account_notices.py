@@ -30,7 +30,8 @@ from tests.consent.harness import PASSWORD, People, consent_service, rpc_error
 from tests.notify.conftest import notify_config
 from tests.support import channel, running, service_env, unique
 
-TOO_MANY = "Too many sign-in attempts. Please wait a few minutes and try again."
+# The answer while an account (or an unknown email) is locked: from the failure that locks it on.
+TOO_MANY = "Too many sign-in attempts. Try again in 15 minutes, or choose a new password now with “Forgot password?”."
 ADDRESS = "203.0.113.50"
 
 
@@ -104,9 +105,9 @@ async def stack(fresh_database, keys_dir, tokens):
 
 
 async def lock(stack: LockStack, email: str) -> None:
-    for _ in range(3):
+    for attempt in range(3):
         err = await rpc_error(stack.sign_in(email, "not-the-password-at-all"))
-        assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert err.code() == (grpc.StatusCode.UNAUTHENTICATED if attempt < 2 else grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 async def test_a_lock_emails_the_owner_once_without_phi(stack):
@@ -146,7 +147,7 @@ async def test_a_lock_emails_the_owner_once_without_phi(stack):
     # The lock ends (its stored end moved into the past); failing again locks again: one more email.
     await stack.sql(stack.auth_url, "UPDATE sign_in_throttle SET blocked_until = now() - interval '1 second'")
     err = await rpc_error(stack.sign_in(owner.email, "not-the-password-at-all"))
-    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert (err.code(), err.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, TOO_MANY)
     assert len(await stack.emails_when_settled(owner.email, 2)) == 2
 
 

@@ -86,7 +86,7 @@ async def test_the_owner_invites_a_team_member(stack):
         assert status == 400 and "Enter the person&#x27;s name and email address." in page
         status, page, _ = await post(http, "/account/team/invite", {"name": "Robin", "email": "not-an-email",
                                                                     "role": "clinician"})
-        assert status == 400 and "Enter a valid email address." in page
+        assert status == 400 and "Enter a valid email address, like name@example.com." in page
         status, page, _ = await post(http, "/account/team/invite", {"name": "Robin", "email": "r@lakeside.test",
                                                                     "role": "owner"})
         assert status == 400 and "Choose a role: Clinician or Team member." in page
