@@ -423,7 +423,8 @@
       var li = el("li");
       var button = el("button", "person");
       button.type = "button";
-      button.setAttribute("aria-label", user.display_name);
+      // Named by its visible name alone (no aria-label that would differ from what is seen); the
+      // role is shown beside it and said as the button's description.
       button.appendChild(el("span", "name", user.display_name));
       var label = user.role_label || "";
       if (user.recent && label) label += " · recent";
