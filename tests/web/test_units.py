@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+import jinja2
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
@@ -168,7 +169,7 @@ def test_staff_page_has_the_named_controls():
 
 
 def test_a_missing_template_value_is_an_error():
-    with pytest.raises(Exception, match="undefined"):
+    with pytest.raises(jinja2.UndefinedError, match="chrome"):
         _page("staff/home.html")
 
 
