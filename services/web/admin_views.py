@@ -17,19 +17,16 @@ from aiohttp import web
 from confidant.audit.v1 import audit_service_pb2 as audit_pb
 from confidant.auth.v1 import auth_service_pb2 as auth_pb
 
-from services.web import templates
 from services.web.errors import HttpError, from_rpc_error
 from services.web.presenters import when
+from services.web.rendering import render_staff
 from services.web.resources import BACKENDS
 from services.web.session import Person, role_name, staff_page
-from services.web.templates import Safe, join, render
-from services.web.views import see_other, staff_layout
+from services.web.views import see_other
 
 OWNER_ONLY = "Only the practice owner can manage the team."
 AUDIT_OWNER_ONLY = "Only the practice owner can see the audit trail."
 AUDIT_ROWS = 50
-INTACT = "The audit trail is intact."
-ALTERED = "The audit trail has been altered."
 
 # The roles an owner gives, in the order the select lists them.
 ASSIGNABLE = (("clinician", "Clinician", auth_pb.ROLE_CLINICIAN), ("team_member", "Team member",
@@ -66,113 +63,22 @@ def owner_page(message: str):
     return decorate
 
 
-# ---------------------------------------------------------------- templates
-
-TEAM = """<main class="content team-page">
-<h1>Team</h1>
-$message
-<section aria-labelledby="invite-heading" class="card">
-<h2 id="invite-heading">Invite someone</h2>
-<form method="post" action="/account/team/invite" class="stack">
-<label for="invite-name">Name</label>
-<input id="invite-name" name="name" type="text" required maxlength="$max_name" autocomplete="off" value="$name">
-<label for="invite-email">Email</label>
-<input id="invite-email" name="email" type="email" required maxlength="$max_email" autocomplete="off"
- value="$email">
-<label for="invite-role">Role</label>
-<select id="invite-role" name="role">$roles</select>
-<button type="submit" class="primary">Send invitation</button>
-</form>
-</section>
-<section aria-labelledby="people-heading">
-<h2 id="people-heading">People</h2>
-<ul class="team" aria-labelledby="people-heading">$people</ul>
-</section>
-<p><a href="/account/audit">Audit trail</a></p>
-</main>"""
-
-MEMBER = """<li class="member" aria-labelledby="member-$id" data-user-id="$id">
-<div class="member-head"><span class="name" id="member-$id">$name</span>
-<span class="status $status_class">$status</span></div>
-<div class="muted small">$email</div>
-<div class="small">Role: <span data-role="role">$role</span></div>
-$controls
-</li>"""
-
-MEMBER_CONTROLS = """<div class="member-actions">
-<form method="post" action="/account/team/$id/role" class="row-form">
-<label for="role-$id">Role</label>
-<select id="role-$id" name="role">$roles</select>
-<button type="submit">Change role</button>
-</form>
-$invite
-<form method="get" action="/account/team/$id/deactivate" class="row-form">
-<button type="submit" class="danger">Deactivate</button>
-</form>
-</div>"""
-
-RESEND = """<form method="post" action="/account/team/$id/invite" class="row-form">
-<span class="muted small">Has not chosen a password yet.</span>
-<button type="submit">Send invitation again</button>
-</form>"""
-
-CONFIRM = """<main class="content">
-<p><a href="/account/team">Back to Team</a></p>
-<h1>Deactivate $name?</h1>
-$message
-<p>$name ($email) will be signed out everywhere at once and can no longer sign in.
-What they wrote stays in the practice's records.</p>
-<form method="post" action="/account/team/$id/deactivate" class="stack">
-<label class="check"><input type="checkbox" name="confirm" value="yes" required> Yes, deactivate $name</label>
-<button type="submit" class="danger">Deactivate</button>
-</form>
-<p><a href="/account/team">Cancel</a></p>
-</main>"""
-
-AUDIT = """<main class="content">
-<p><a href="/account/team">Back to Team</a></p>
-<h1>Audit trail</h1>
-$verdict
-<p class="muted small">The newest $limit events of sign-in and account activity in your practice, newest first.
-The whole trail ($rows entries) was checked.</p>
-<div class="table-scroll">
-<table class="audit">
-<thead><tr><th scope="col">Time</th><th scope="col">Action</th><th scope="col">Outcome</th>
-<th scope="col">Actor</th></tr></thead>
-<tbody>$events</tbody>
-</table>
-</div>
-</main>"""
-
-AUDIT_ROW = """<tr><td>$when</td><td><code>$action</code></td><td>$outcome</td><td><code>$actor</code></td></tr>"""
+# ---------------------------------------------------------------- what the pages show
 
 
-def _message(error: str = "", notice: str = "") -> Safe:
-    return templates.message_box(error, notice)
-
-
-def _role_options(selected: str) -> Safe:
-    return join(
-        render('<option value="$v" $sel>$label</option>', v=value, label=label,
-               sel=Safe("selected") if value == selected else Safe(""))
-        for value, label, _ in ASSIGNABLE
-    )
-
-
-def _member(member: auth_pb.StaffMember) -> Safe:
+def _member(member: auth_pb.StaffMember) -> dict:
+    """A row of the Team list; the owner and deactivated people have no controls."""
     user = member.user
     role = role_name(user)
-    controls = Safe("")
-    if role != "owner" and not member.deactivated:
-        invite = render(RESEND, id=user.user_id) if not user.has_password else Safe("")
-        controls = render(MEMBER_CONTROLS, id=user.user_id, roles=_role_options(role), invite=invite)
-    return render(MEMBER, id=user.user_id, name=user.display_name, email=user.email,
-                  role=ROLE_TITLES.get(role, role), status="Deactivated" if member.deactivated else "Active",
-                  status_class="off" if member.deactivated else "on", controls=controls)
+    return {"user_id": user.user_id, "name": user.display_name, "email": user.email, "role": role,
+            "role_title": ROLE_TITLES.get(role, role), "deactivated": member.deactivated,
+            "has_password": user.has_password, "manageable": role != "owner" and not member.deactivated}
 
 
-async def _layout(request: web.Request, person: Person, title: str, content: Safe, status: int = 200) -> web.Response:
-    return await staff_layout(request, person, title, content, status)
+async def _layout(request: web.Request, person: Person, template: str, title: str, context: dict,
+                  status: int = 200) -> web.Response:
+    roles = [(value, label) for value, label, _ in ASSIGNABLE]
+    return await render_staff(request, person, template, {**context, "title": title, "roles": roles}, status)
 
 
 async def _staff(request: web.Request, person: Person) -> list[auth_pb.StaffMember]:
@@ -205,12 +111,13 @@ async def _team(request: web.Request, person: Person, *, error: str = "", status
     # The owner first, then by name.
     staff.sort(key=lambda m: (role_name(m.user) != "owner", m.deactivated, m.user.display_name.lower()))
     form = form or {}
-    content = render(
-        TEAM, message=_message(error, "" if error else _notice(request, staff)), max_name=MAX_NAME,
-        max_email=MAX_EMAIL, name=form.get("name", ""), email=form.get("email", ""),
-        roles=_role_options(form.get("role", "clinician")), people=join(_member(m) for m in staff),
-    )
-    return await _layout(request, person, "Team", content, status)
+    context = {
+        "error": error, "notice": "" if error else _notice(request, staff), "max_name": MAX_NAME,
+        "max_email": MAX_EMAIL,
+        "form": {"name": form.get("name", ""), "email": form.get("email", ""), "role": form.get("role", "clinician")},
+        "members": [_member(m) for m in staff],
+    }
+    return await _layout(request, person, "staff/team.html", "Team", context, status)
 
 
 # ---------------------------------------------------------------- the Team page
@@ -295,8 +202,8 @@ async def _confirm_page(request: web.Request, person: Person, error: str = "", s
     if role_name(member.user) == "owner":
         raise HttpError(409, "The practice owner cannot be deactivated.")
     user = member.user
-    content = render(CONFIRM, id=user.user_id, name=user.display_name, email=user.email, message=_message(error))
-    return await _layout(request, person, f"Deactivate {user.display_name}", content, status)
+    return await _layout(request, person, "staff/deactivate.html", f"Deactivate {user.display_name}",
+                         {"member": user, "error": error}, status)
 
 
 @owner_page(OWNER_ONLY)
@@ -329,11 +236,7 @@ async def audit_page(request: web.Request, person: Person) -> web.Response:
         trail.VerifyAuditTrail(audit_pb.VerifyAuditTrailRequest(), metadata=person.metadata),
         trail.ListAuditEvents(audit_pb.ListAuditEventsRequest(page_size=AUDIT_ROWS), metadata=person.metadata),
     )
-    verdict = (render('<p class="notice" role="status">$m</p>', m=INTACT) if verified.intact
-               else render('<p class="error" role="alert">$m</p>', m=ALTERED))
-    rows = join(
-        render(AUDIT_ROW, when=templates.when(when(e.occurred_at)), action=e.action, outcome=e.outcome, actor=e.actor)
-        for e in listing.events[:AUDIT_ROWS]
-    ) or Safe('<tr><td colspan="4" class="muted">No events yet.</td></tr>')
-    content = render(AUDIT, verdict=verdict, limit=AUDIT_ROWS, rows=verified.rows, events=rows)
-    return await _layout(request, person, "Audit trail", content)
+    events = [{"when": when(e.occurred_at), "action": e.action, "outcome": e.outcome, "actor": e.actor}
+              for e in listing.events[:AUDIT_ROWS]]
+    context = {"intact": verified.intact, "limit": AUDIT_ROWS, "rows": verified.rows, "events": events}
+    return await _layout(request, person, "staff/audit.html", "Audit trail", context)

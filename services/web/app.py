@@ -15,6 +15,7 @@ from services.web.middlewares import (
     request_context_middleware,
     security_headers,
 )
+from services.web.rendering import setup_templates
 from services.web.resources import (
     CONFIG,
     LIVE,
@@ -66,6 +67,7 @@ def create_app(config: WebConfig, *, sns_fetcher: Fetcher | None = None) -> web.
         app.cleanup_ctx.append(sns_verifier)
     if config.ses_topic_arns:
         app.cleanup_ctx.append(ses_verifier)
+    setup_templates(app)
     app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_end_live_streams)
     setup_routes(app, config)

@@ -36,11 +36,10 @@ from services.web.api import (
 )
 from services.web.errors import HttpError, from_rpc_error
 from services.web.presenters import users_by_id, when
+from services.web.rendering import render_staff
 from services.web.resources import BACKENDS
 from services.web.session import Person, staff_page
-from services.web.templates import Safe, join, message_box, render
-from services.web.templates import when as when_html
-from services.web.views import see_other, staff_layout
+from services.web.views import see_other
 
 NO_SUCH_CLIENT = "No such client in your practice."
 OWNER_ONLY = "Only the practice owner can change the practice's settings."
@@ -62,97 +61,7 @@ def _one_line(value: object, limit: int) -> str:
     return " ".join(str(value or "").split())[:limit]
 
 
-def _checked(flag: bool) -> Safe:
-    return Safe("checked") if flag else Safe("")
-
-
-# ---------------------------------------------------------------- templates
-
-CLIENTS = """<main class="content clients-page">
-<h1>Clients</h1>
-$message
-<section class="card" aria-labelledby="add-client-heading">
-<h2 id="add-client-heading">Add client</h2>
-<form method="post" action="/clients" class="stack">
-<label for="new-client-name">Name</label>
-<input id="new-client-name" name="display_name" type="text" required maxlength="$max_name" autocomplete="off"
- value="$name">
-<label for="new-client-email">Email</label>
-<input id="new-client-email" name="email" type="email" required maxlength="$max_email" autocomplete="off"
- value="$email">
-<button type="submit" class="primary">Add client</button>
-</form>
-</section>
-<section aria-labelledby="client-list-heading">
-<h2 id="client-list-heading" class="visually-hidden">All clients</h2>
-<form method="get" action="/clients" class="search-form" role="search" data-role="client-search">
-<label for="client-search">Search</label>
-<div class="search-row">
-<input id="client-search" name="q" type="search" maxlength="$max_query" autocomplete="off"
- placeholder="Name or email" value="$query">
-<button type="submit" data-role="search-submit">Search</button>
-</div>
-</form>
-<p class="muted" role="status" data-role="client-status">$status</p>
-<ul class="people clients" data-role="clients" aria-labelledby="client-list-heading">$rows</ul>
-<form method="get" action="/clients" data-role="client-more" $more_hidden>
-<input type="hidden" name="q" value="$query">
-<input type="hidden" name="page_token" value="$next_token">
-<button type="submit" class="more">Load more</button>
-</form>
-</section>
-</main>"""
-
-CLIENT_ROW = """<li><a class="person" href="/clients/$id"><span class="summary"><span class="name">$name</span>
-<span class="secondary">$email</span></span></a></li>"""
-
-CLIENT_INFO = """<main class="content client-page">
-<p><a href="/clients">All clients</a></p>
-<h1>$title</h1>
-$message
-<section class="card" aria-labelledby="client-info-heading">
-<h2 id="client-info-heading">Client Info</h2>
-<form method="post" action="/clients/$id" class="stack">
-<label for="client-name">Name</label>
-<input id="client-name" name="display_name" type="text" required maxlength="$max_name" autocomplete="off"
- value="$name">
-<label for="client-email">Email</label>
-<input id="client-email" name="email" type="email" required maxlength="$max_email" autocomplete="off"
- value="$email">
-<label for="client-phone">Phone number</label>
-<input id="client-phone" name="phone_number" type="tel" autocomplete="off" maxlength="40" value="$phone"
- $phone_invalid>
-$phone_error
-<label class="check"><input type="checkbox" name="text_ok" value="1" $text_ok> Text message ok</label>
-<p class="$state_css" id="client-phone-state" data-role="consent-state">$phone_state</p>
-<label class="check"><input type="checkbox" name="discreet" value="1" $discreet
- aria-describedby="client-discreet-hint"> Discreet notifications</label>
-<p class="muted small hint" id="client-discreet-hint">A neutral sender name and subject on this client's alerts,
- for clients with safety concerns.</p>
-<button type="submit" class="primary">Save</button>
-</form>
-</section>
-<section class="card" aria-labelledby="consent-history-heading">
-<h2 id="consent-history-heading">Text message consent history</h2>
-$history
-</section>
-<section class="card" aria-labelledby="client-sm-heading">
-<h2 id="client-sm-heading">Secure messaging</h2>
-<p data-role="secure-messaging-state">$sm_state</p>
-$sm_form
-</section>
-</main>"""
-
-SM_FORM = """<form method="post" action="/clients/$id/secure-messaging">
-<input type="hidden" name="enabled" value="$value">
-<button type="submit" class="$css">$label</button>
-</form>"""
-
-CONSENT_HISTORY = """<div class="table-scroll"><table class="audit" aria-labelledby="consent-history-heading">
-<thead><tr><th scope="col">Date</th><th scope="col">What happened</th><th scope="col">How</th>
-<th scope="col">By</th></tr></thead>
-<tbody>$rows</tbody></table></div>"""
-CONSENT_ROW = """<tr><td>$when</td><td>$event</td><td>$source</td><td>$actor</td></tr>"""
+# ---------------------------------------------------------------- words
 
 # Ledger events (services/consent/ledger.py) in words.
 EVENT_WORDS = {
@@ -225,48 +134,17 @@ def _actor_words(entry: consent_pb.LedgerEntry, client: auth_pb.User, users: dic
 
 
 async def _history(request: web.Request, person: Person, client: auth_pb.User,
-                   entries: list[consent_pb.LedgerEntry]) -> Safe:
+                   entries: list[consent_pb.LedgerEntry]) -> list[dict]:
     """The consent ledger, newest first: when, what, how and who (numbers stay out of it)."""
     if not entries:
-        return Safe('<p class="muted">Nothing yet: no phone number has been saved for this client.</p>')
+        return []
     actors = {e.actor for e in entries if e.actor != client.user_id and not e.actor.startswith("service:")}
     users = await users_by_id(request.app[BACKENDS], person, actors)
-    rows = join(
-        render(CONSENT_ROW, when=when_html(when(e.created_at)), event=_event_words(e.event),
-               source=_source_words(e), actor=_actor_words(e, client, users))
+    return [
+        {"when": when(e.created_at), "event": _event_words(e.event), "source": _source_words(e),
+         "actor": _actor_words(e, client, users)}
         for e in reversed(entries)
-    )
-    return render(CONSENT_HISTORY, rows=rows)
-
-
-SETTINGS = """<main class="content settings-page">
-<h1>Settings</h1>
-$message
-<form method="post" action="/settings" class="card stack">
-<fieldset $disabled>
-<legend>Secure messaging</legend>
-<label class="check"><input type="checkbox" name="secure_messaging_enabled" value="1" $secure>
- Secure messaging with clients</label>
-<label class="check"><input type="checkbox" name="auto_enable_new_clients" value="1" $auto
- aria-describedby="auto-hint"> Automatically enable for new clients</label>
-<p class="muted small hint" id="auto-hint">New clients get secure messaging and a Client Portal invitation
- as soon as they are added.</p>
-<label class="check"><input type="checkbox" name="team_messaging_enabled" value="1" $team>
- Team messaging</label>
-<p class="muted small hint">Clinicians and team members message each other.</p>
-</fieldset>
-$save
-</form>
-$failed_alerts
-</main>"""
-
-FAILED_ALERTS = """<form method="post" action="/settings/failed-alerts" class="card stack"
- aria-labelledby="failed-alerts-heading">
-<h2 id="failed-alerts-heading">Failed alerts</h2>
-<p class="muted small">Emails and texts to clients and staff that could not be sent after every retry. Once the
- cause is fixed (for example, the email provider is reachable again), send them again.</p>
-<button type="submit">Send failed alerts again</button>
-</form>"""
+    ]
 
 
 # ---------------------------------------------------------------- the Clients list
@@ -279,7 +157,6 @@ async def _clients_page(request: web.Request, person: Person, *, query: str = ""
         auth_pb.ListClientsRequest(query=query, page_size=CLIENTS_PAGE_SIZE, page_token=token),
         metadata=person.metadata,
     )
-    rows = join(render(CLIENT_ROW, id=c.user_id, name=c.display_name, email=c.email) for c in reply.clients)
     if reply.clients:
         found = ""
     elif query:
@@ -287,13 +164,13 @@ async def _clients_page(request: web.Request, person: Person, *, query: str = ""
     else:
         found = "No clients yet. Add one above."
     form = form or {}
-    content = render(
-        CLIENTS, message=message_box(error, notice), max_name=MAX_NAME_LENGTH, max_email=MAX_EMAIL_LENGTH,
-        max_query=MAX_QUERY_LENGTH, name=form.get("display_name", ""), email=form.get("email", ""), query=query,
-        status=found, rows=rows, next_token=reply.next_page_token,
-        more_hidden=Safe("") if reply.next_page_token else Safe("hidden"),
-    )
-    return await staff_layout(request, person, "Clients", content, status)
+    context = {
+        "title": "Clients", "error": error, "notice": notice, "max_name": MAX_NAME_LENGTH,
+        "max_email": MAX_EMAIL_LENGTH, "max_query": MAX_QUERY_LENGTH,
+        "form": {"display_name": form.get("display_name", ""), "email": form.get("email", "")},
+        "query": query, "found": found, "clients": list(reply.clients), "next_token": reply.next_page_token,
+    }
+    return await render_staff(request, person, "staff/clients.html", context, status)
 
 
 @staff_page
@@ -372,38 +249,38 @@ async def _client_page(request: web.Request, person: Person, client: auth_pb.Use
         ),
     )
     name = client.display_name
+    # The switch the page offers: none while the practice has secure messaging off.
     if not settings.settings.secure_messaging_enabled:
         sm_state = "Secure messaging is turned off for the practice. The practice owner can turn it on in Settings."
-        sm_form = Safe("")
+        sm_switch = ""
     elif messaging.enabled:
-        sm_state = f"Secure messaging is on for {name}."
-        sm_form = render(SM_FORM, id=client.user_id, value="0", css="danger", label="Disable Secure Messaging")
+        sm_state, sm_switch = f"Secure messaging is on for {name}.", "disable"
     else:
-        sm_state = f"Secure messaging is off for {name}."
-        sm_form = render(SM_FORM, id=client.user_id, value="1", css="primary", label="Enable Secure Messaging")
+        sm_state, sm_switch = f"Secure messaging is off for {name}.", "enable"
     notice = ""
     if not error and not phone_error:
         notice = next((text for key, text in _NOTICES.items() if request.query.get(key) == "1"), "")
         if request.query.get("messaging") in ("on", "off"):
             notice = f"Secure messaging is {request.query['messaging']} for {name}."
     form = form or {}
-    content = render(
-        CLIENT_INFO, id=client.user_id, title=name, message=message_box(error, notice),
-        max_name=MAX_NAME_LENGTH, max_email=MAX_EMAIL_LENGTH,
-        name=form.get("display_name", client.display_name), email=form.get("email", client.email),
-        phone=form.get("phone_number", phone.phone.phone_number),
-        text_ok=_checked(form["text_ok"] == "1" if "text_ok" in form else phone.phone.text_ok),
-        discreet=_checked(form["discreet"] == "1" if "discreet" in form else alerts.settings.discreet),
-        phone_invalid=Safe('aria-invalid="true" aria-describedby="client-phone-error client-phone-state"')
-        if phone_error else Safe('aria-describedby="client-phone-state"'),
-        phone_error=render('<p class="error" role="alert" id="client-phone-error">$e</p>', e=phone_error)
-        if phone_error else Safe(""),
-        phone_state=consent_sentence(phone.phone),
-        state_css="notice" if phone.phone.state == consent_pb.CONSENT_STATE_CARRIER_BLOCKED else "muted small",
-        history=await _history(request, person, client, list(ledger.entries)),
-        sm_state=sm_state, sm_form=sm_form,
-    )
-    return await staff_layout(request, person, "Client Info", content, status)
+    context = {
+        "title": "Client Info", "client": client, "error": error, "notice": notice,
+        "max_name": MAX_NAME_LENGTH, "max_email": MAX_EMAIL_LENGTH,
+        # What was typed when the save was refused; otherwise what the services hold.
+        "form": {
+            "display_name": form.get("display_name", client.display_name),
+            "email": form.get("email", client.email),
+            "phone_number": form.get("phone_number", phone.phone.phone_number),
+            "text_ok": form["text_ok"] == "1" if "text_ok" in form else phone.phone.text_ok,
+            "discreet": form["discreet"] == "1" if "discreet" in form else alerts.settings.discreet,
+        },
+        "phone_error": phone_error,
+        "phone_state": consent_sentence(phone.phone),
+        "carrier_blocked": phone.phone.state == consent_pb.CONSENT_STATE_CARRIER_BLOCKED,
+        "history": await _history(request, person, client, list(ledger.entries)),
+        "sm_state": sm_state, "sm_switch": sm_switch,
+    }
+    return await render_staff(request, person, "staff/client_info.html", context, status)
 
 
 @staff_page
@@ -525,15 +402,8 @@ async def _settings_page(request: web.Request, person: Person, *, error: str = "
         count = int(requeued)
         notice = (f"{count} failed alert{' is' if count == 1 else 's are'} being sent again." if count
                   else "There were no failed alerts to send again.")
-    save = (Safe('<button type="submit" class="primary">Save</button>') if owner
-            else render('<p class="muted">$m</p>', m="Only the practice owner can change these settings."))
-    content = render(
-        SETTINGS, message=message_box(error, notice), disabled=Safe("") if owner else Safe("disabled"),
-        secure=_checked(settings.secure_messaging_enabled), auto=_checked(settings.auto_enable_new_clients),
-        team=_checked(settings.team_messaging_enabled), save=save,
-        failed_alerts=render(FAILED_ALERTS) if owner else Safe(""),
-    )
-    return await staff_layout(request, person, "Settings", content, status)
+    context = {"title": "Settings", "error": error, "notice": notice, "owner": owner, "settings": settings}
+    return await render_staff(request, person, "staff/settings.html", context, status)
 
 
 @staff_page

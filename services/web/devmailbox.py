@@ -9,9 +9,10 @@ import uuid
 from aiohttp import web
 from confidant.notify.v1 import notify_service_pb2 as notify_pb
 
-from services.web import inbound_sms, templates
+from services.web import inbound_sms
 from services.web.errors import HttpError
 from services.web.presenters import iso, when
+from services.web.rendering import render
 from services.web.resources import BACKENDS
 
 PAGE_SIZE = 200
@@ -59,8 +60,7 @@ async def mailbox_page(request: web.Request) -> web.Response:
         if i.channel == notify_pb.CHANNEL_SMS
     ]
     notice = "Reply sent." if request.query.get("sent") == "1" else ""
-    return web.Response(text=templates.mailbox_page(emails=emails, texts=texts, notice=notice),
-                        content_type="text/html")
+    return render(request, "dev/mailbox.html", {"emails": emails, "texts": texts, "notice": notice})
 
 
 async def sms_reply(request: web.Request) -> web.Response:

@@ -41,6 +41,20 @@ FALLBACK_MESSAGES = {
 }
 
 
+# The error page's heading for each status.
+ERROR_HEADINGS = {
+    400: "Something in the request is not right",
+    401: "Please sign in",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed",
+    409: "That cannot be done right now",
+    429: "Too many attempts",
+    503: "Temporarily unavailable",
+}
+DEFAULT_HEADING = "Something went wrong"
+
+
 class HttpError(Exception):
     """An HTTP error with a message for people; the error middleware renders it (JSON or page)."""
 

@@ -2,7 +2,9 @@
 metrics, errors, CSRF, security headers.
 
 One error middleware turns gRPC status codes (and the edge's own ``HttpError``)
-into HTTP: JSON ``{"error": "..."}`` under /api, an HTML page elsewhere.
+into HTTP: JSON ``{"error": "..."}`` under /api, an HTML page elsewhere. A signed-in
+person's error page keeps their own top bar (staff: with Secure Messages), so a 403
+or 404 is not a dead end.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import grpc
 from aiohttp import web
 
 from services.common.logs import new_request_id, reset_request_id, set_request_id, valid_request_id
-from services.web import templates
 from services.web.config import IpNetwork
-from services.web.errors import FALLBACK_MESSAGES, HttpError, from_rpc_error
+from services.web.errors import DEFAULT_HEADING, ERROR_HEADINGS, FALLBACK_MESSAGES, HttpError, from_rpc_error
+from services.web.rendering import portal_chrome, render, staff_chrome
 from services.web.resources import CONFIG, METRICS
-from services.web.session import PERSON, SESSION_ENDED_MESSAGE, WEBHOOK_PREFIX, sign_in_url
+from services.web.session import PERSON, SESSION_ENDED_MESSAGE, WEBHOOK_PREFIX, Person, sign_in_url
 
 log = logging.getLogger("confidant.web")
 
@@ -46,11 +48,32 @@ def route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "(unmatched)"
 
 
-def error_response(request: web.Request, status: int, message: str) -> web.Response:
+async def _layout(request: web.Request, person: Person | None, status: int) -> tuple[str, dict]:
+    """The error page's layout and its top bar: the signed-in person's, else the plain one."""
+    if person is None or status == 401:
+        return "layouts/plain.html", {}
+    try:
+        if person.is_staff:
+            return "layouts/staff.html", {"chrome": await staff_chrome(request, person)}
+        return "layouts/portal.html", {"chrome": await portal_chrome(request, person)}
+    except grpc.aio.AioRpcError as exc:
+        # The services that fill the top bar are what failed, perhaps: the message still shows.
+        log.info("error page without its top bar", extra={"fields": {"code": exc.code().name}})
+        return "layouts/plain.html", {}
+
+
+async def error_response(request: web.Request, status: int, message: str) -> web.Response:
     if is_api(request):
         return web.json_response({"error": message}, status=status)
-    home = "/portal" if request.path.startswith("/portal") or request.path.startswith("/m/") else "/"
-    return web.Response(text=templates.error_page(status, message, home), status=status, content_type="text/html")
+    person = request.get(PERSON)
+    if person is not None:
+        home = "/portal" if person.is_client else "/"
+    else:
+        home = "/portal" if request.path.startswith("/portal") or request.path.startswith("/m/") else "/"
+    layout, chrome = await _layout(request, person, status)
+    context = {"layout": layout, **chrome, "heading": ERROR_HEADINGS.get(status, DEFAULT_HEADING),
+               "message": message, "home": home}
+    return render(request, "error.html", context, status)
 
 
 def _trusted(address: str | None, proxies: tuple[IpNetwork, ...]) -> bool:
@@ -145,12 +168,12 @@ async def error_middleware(request: web.Request, handler):
             if not is_api(request):
                 portal = request.path.startswith("/portal")
                 raise web.HTTPSeeOther(sign_in_url(request, portal=portal, ended=True)) from None
-            return error_response(request, 401, SESSION_ENDED_MESSAGE)
+            return await error_response(request, 401, SESSION_ENDED_MESSAGE)
         if error.status == 401 and not is_api(request):
             raise web.HTTPSeeOther(sign_in_url(request, portal=request.path.startswith("/portal"))) from None
-        return error_response(request, error.status, error.message)
+        return await error_response(request, error.status, error.message)
     except HttpError as exc:
-        return error_response(request, exc.status, exc.message)
+        return await error_response(request, exc.status, exc.message)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -159,10 +182,10 @@ async def error_middleware(request: web.Request, handler):
             message = "This address does not accept that kind of request."
         if exc.status == 413:
             message = "The request is too large."
-        return error_response(request, exc.status, message)
+        return await error_response(request, exc.status, message)
     except Exception:
         log.exception("unhandled error", extra={"fields": {"route": route_name(request)}})
-        return error_response(request, 500, FALLBACK_MESSAGES[500])
+        return await error_response(request, 500, FALLBACK_MESSAGES[500])
 
 
 def _authority(url_host: str | None, port: int | None) -> tuple[str, int | None]:

@@ -13,9 +13,9 @@ from confidant.auth.v1 import auth_service_pb2 as auth_pb
 from confidant.messaging.v1 import messaging_service_pb2 as msg_pb
 from grpc_health.v1 import health_pb2
 
-from services.web import templates
 from services.web.errors import from_rpc_error
 from services.web.presenters import conversation_title, message_json, preview_sender, users_by_id, when
+from services.web.rendering import has_unread, render, render_portal, render_staff
 from services.web.resources import BACKENDS, CONFIG
 from services.web.session import (
     SESSION_ENDED_MESSAGE,
@@ -35,10 +35,6 @@ log = logging.getLogger("confidant.web")
 WRONG_CREDENTIALS = "Email or password is incorrect."
 # Enough of a thread for a page; older messages are a later issue's "load more".
 THREAD_PAGE_SIZE = 200
-
-
-def html(body: str, status: int = 200) -> web.Response:
-    return web.Response(text=body, status=status, content_type="text/html")
 
 
 def see_other(location: str) -> web.Response:
@@ -84,13 +80,16 @@ def _sign_in_form(request: web.Request, portal: bool) -> web.Response:
     notice = SESSION_ENDED_MESSAGE if ended else ""
     if request.query.get("password_saved") == "1":
         notice = PASSWORD_SAVED_MESSAGE
-    return html(
-        templates.sign_in_page(
-            portal=portal,
-            next_path=next_path if is_safe_next(next_path) else "",
-            notice=notice,
-        )
-    )
+    return sign_in_page(request, portal=portal, next_path=next_path if is_safe_next(next_path) else "",
+                        notice=notice)
+
+
+def sign_in_page(request: web.Request, *, portal: bool, next_path: str = "", error: str = "", email: str = "",
+                 notice: str = "", status: int = 200) -> web.Response:
+    """The sign-in form (staff, or the Client Portal's); ``next_path`` must already be safe."""
+    return render(request, "account/sign_in.html",
+                  {"portal": portal, "next_path": next_path, "error": error, "email": email,
+                   "notice": "" if error else notice}, status)
 
 
 async def sign_in_form(request: web.Request) -> web.Response:
@@ -114,8 +113,7 @@ async def sign_in(request: web.Request) -> web.Response:
     safe_next = next_path if is_safe_next(next_path) else ""
 
     def again(message: str, status: int) -> web.Response:
-        page = templates.sign_in_page(portal=portal, next_path=safe_next, error=message, email=email)
-        return html(page, status)
+        return sign_in_page(request, portal=portal, next_path=safe_next, error=message, email=email, status=status)
 
     if not email or not password:
         return again(WRONG_CREDENTIALS, 401)
@@ -159,50 +157,9 @@ async def sign_out(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- staff
 
 
-async def has_unread(request: web.Request, person: Person) -> bool:
-    summary = await request.app[BACKENDS].messaging.GetUnreadSummary(
-        msg_pb.GetUnreadSummaryRequest(), metadata=person.metadata
-    )
-    return summary.unread_messages > 0
-
-
-async def staff_layout(request: web.Request, person: Person, title: str, content: templates.Safe,
-                       status: int = 200) -> web.Response:
-    """A staff page: the top bar (with the unread dot as it is now), the Secure Messages panel, ``content``."""
-    backends = request.app[BACKENDS]
-    practice, unread = await asyncio.gather(
-        backends.auth.GetPractice(
-            auth_pb.GetPracticeRequest(practice_id=person.user.practice_id), metadata=person.metadata
-        ),
-        has_unread(request, person),
-    )
-    name = practice.practice.name
-    body = templates.staff_page(title=f"{title} — {name}", practice=name, person_name=person.user.display_name,
-                                user_id=person.user_id, unread=unread,
-                                max_length=request.app[CONFIG].staff_message_max_length, content=content,
-                                owner=person.role == "owner")
-    return html(body, status)
-
-
 @staff_page
 async def staff_home(request: web.Request, person: Person) -> web.Response:
-    backends = request.app[BACKENDS]
-    practice, unread = await asyncio.gather(
-        backends.auth.GetPractice(
-            auth_pb.GetPracticeRequest(practice_id=person.user.practice_id), metadata=person.metadata
-        ),
-        has_unread(request, person),
-    )
-    return html(
-        templates.staff_home(
-            practice=practice.practice.name,
-            person_name=person.user.display_name,
-            user_id=person.user_id,
-            unread=unread,
-            max_length=request.app[CONFIG].staff_message_max_length,
-            owner=person.role == "owner",
-        )
-    )
+    return await render_staff(request, person, "staff/home.html", {})
 
 
 # ---------------------------------------------------------------- quick sign-in link
@@ -224,7 +181,7 @@ async def magic_link_landing(request: web.Request) -> web.Response:
             raise web.HTTPSeeOther("/portal/sign-in") from None
         raise
     if reply.outcome == auth_pb.MAGIC_LINK_OUTCOME_VALID:
-        return html(templates.magic_link_page(token=token))
+        return render(request, "portal/magic_link.html", {"token": token, "practice": ""})
     if reply.outcome in (auth_pb.MAGIC_LINK_OUTCOME_EXPIRED, auth_pb.MAGIC_LINK_OUTCOME_ALREADY_USED):
         raise web.HTTPSeeOther(_portal_sign_in(reply.conversation_id))
     raise web.HTTPSeeOther("/portal/sign-in")
@@ -254,6 +211,13 @@ async def magic_link_redeem(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- client portal
 
 
+def preview_text(conversation: msg_pb.Conversation, users: dict, person: Person) -> str:
+    """The last message's start, with who wrote it when that is not already the title (you, or in a group)."""
+    said_by = conversation.last_sender_id == person.user_id or len(conversation.participants) > 2
+    sender = preview_sender(conversation, users, person) if said_by else ""
+    return f"{sender}: {conversation.preview}" if sender and conversation.preview else conversation.preview
+
+
 @client_page
 async def portal_home(request: web.Request, person: Person) -> web.Response:
     if person.magic_link and person.session.conversation_id:
@@ -274,14 +238,12 @@ async def portal_home(request: web.Request, person: Person) -> web.Response:
             "title": conversation_title(c, users, person),
             "unread_count": c.unread_count,
             "last_activity": when(c.last_activity_at),
-            "preview": c.preview,
-            # Who wrote it, when that is not already the title.
-            "sender": preview_sender(c, users, person)
-            if c.last_sender_id == person.user_id or len(c.participants) > 2 else "",
+            "preview": preview_text(c, users, person),
         }
         for c in conversations
     ]
-    return html(templates.portal_home(conversations=rows, unread=unread, user_id=person.user_id))
+    return await render_portal(request, person, "portal/home.html", {"title": "Secure Messages", "conversations": rows},
+                               unread=unread)
 
 
 @client_page
@@ -304,28 +266,18 @@ async def portal_conversation(request: web.Request, person: Person) -> web.Respo
     messages = []
     for message in listing.messages:
         item = message_json(message, users, person)
-        messages.append(
-            templates.message_item(
-                message_id=item["message_id"],
-                seq=item["seq"],
-                sender="You" if item["mine"] else item["sender_name"],
-                body=item["body"],
-                created_at=when(message.created_at),
-                mine=item["mine"],
-            )
-        )
-    return html(
-        templates.portal_thread(
-            conversation_id=conversation_id,
-            title=conversation_title(conversation, users, person),
-            messages=messages,
-            unread=unread,
-            user_id=person.user_id,
-            max_length=request.app[CONFIG].client_message_max_length,
-            idempotency_key=str(uuid.uuid4()),
-            can_send=conversation.can_send,
-        )
-    )
+        messages.append({**item, "sender": "You" if item["mine"] else item["sender_name"],
+                         "created_at": when(message.created_at)})
+    context = {
+        "title": "Secure Messages",
+        "conversation_id": conversation_id,
+        "thread_title": conversation_title(conversation, users, person),
+        "messages": messages,
+        "max_length": request.app[CONFIG].client_message_max_length,
+        "idempotency_key": str(uuid.uuid4()),
+        "can_send": conversation.can_send,
+    }
+    return await render_portal(request, person, "portal/thread.html", context, unread=unread)
 
 
 @client_page

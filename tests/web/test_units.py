@@ -1,4 +1,4 @@
-"""Pure pieces of the web edge: redirects, error mapping, escaping, CSRF, config, events."""
+"""Pure pieces of the web edge: redirects, error mapping, templates and escaping, CSRF, config, events."""
 
 from __future__ import annotations
 
@@ -6,20 +6,23 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+import jinja2
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from confidant.messaging.v1 import messaging_service_pb2 as msg_pb
+from markupsafe import Markup
 
 from services.common.config import ConfigError, Env
-from services.web import templates
 from services.web.config import WebConfig
 from services.web.errors import http_status, readable_message
 from services.web.events import format_event, resume_point
 from services.web.middlewares import error_middleware, same_origin
+from services.web.rendering import StaffChrome, escape_text, linkify, render, setup_templates, time_element
 from services.web.resources import CONFIG
 from services.web.session import BACKGROUND_HEADER, is_background, is_safe_next
 from tests.runtime.production import production_env
@@ -78,38 +81,96 @@ def test_only_messages_written_for_people_are_shown():
     assert readable_message(grpc.StatusCode.INVALID_ARGUMENT, "") == "The request is not valid."
 
 
-def test_templates_escape_every_value():
-    out = templates.render("<p title=\"$t\">$b</p>", t='"><script>x</script>', b="<img src=x onerror=alert(1)>")
-    assert "<script>" not in out and "<img" not in out
-    assert "&quot;&gt;&lt;script&gt;" in out
-    # Rendered fragments compose without being escaped twice.
-    outer = templates.render("<div>$inner</div>", inner=templates.render("<b>$x</b>", x="a&b"))
-    assert outer == "<div><b>a&amp;b</b></div>"
-    page = templates.sign_in_page(portal=True, next_path='/x"><script>', error="<b>", email="a@b.c<")
-    assert '/x&quot;&gt;&lt;script&gt;' in page and "&lt;b&gt;" in page and "a@b.c&lt;" in page
-    message = templates.message_item(message_id="m", seq=1, sender="<Eve>", body="</li><script>", created_at=None,
-                                     mine=False)
-    assert "&lt;Eve&gt;" in message and "&lt;/li&gt;&lt;script&gt;" in message
+def _app() -> web.Application:
+    app = web.Application()
+    app[CONFIG] = WebConfig.load(Env({}))
+    setup_templates(app)
+    return app
+
+
+def _page(template: str, **context) -> str:
+    """A template rendered as the edge renders it (the app factory's environment)."""
+    return render(make_mocked_request("GET", "/", app=_app()), template, context).text
+
+
+def _chrome(**changes) -> StaffChrome:
+    values = {"practice": "Lakeside Counseling", "person_name": "Dana Rivera", "user_id": "u1", "unread": False,
+              "owner": False, "max_length": 5000}
+    return StaffChrome(**{**values, **changes})
+
+
+def test_every_template_compiles():
+    env = setup_templates(web.Application())
+    names = env.list_templates(extensions=["html"])
+    assert "base.html" in names and "error.html" in names and len(names) > 20
+    for name in names:
+        env.get_template(name)
+
+
+def test_values_are_escaped_and_markup_made_here_is_not():
+    assert escape_text('"><script>x</script>') == "&quot;&gt;&lt;script&gt;x&lt;/script&gt;"
+    assert escape_text("it's") == "it&#x27;s"
+    assert escape_text(None) == "" and escape_text(3) == "3"
+    assert escape_text(Markup("<b>made here</b>")) == "<b>made here</b>"
+    assert time_element(None) == ""
+    assert time_element(datetime(2026, 11, 27, 9, 5, tzinfo=UTC)) == (
+        '<time datetime="2026-11-27T09:05:00+00:00">Nov 27, 09:05 UTC</time>')
+
+
+def test_templates_escape_user_text_in_text_and_attributes():
+    page = _page("account/sign_in.html", portal=True, next_path='/x"><script>', error="<b>", email='a@b.c<"',
+                 notice="")
+    assert 'value="/x&quot;&gt;&lt;script&gt;"' in page and "&lt;b&gt;" in page and 'value="a@b.c&lt;&quot;"' in page
+    assert "<script>" not in page.replace('<script src="', "")
+    thread = _page("portal/thread.html", chrome={"user_id": "u1", "unread": False}, title="Secure Messages",
+                   conversation_id='c"1', thread_title="<Eve>", can_send=True, max_length=1000,
+                   idempotency_key="k", messages=[{"message_id": "m", "seq": 1, "sender": "<Eve>",
+                                                   "body": "</li><script>", "created_at": None, "mine": False}])
+    assert "<h1>&lt;Eve&gt;</h1>" in thread and '<span class="sender">&lt;Eve&gt;</span>' in thread
+    assert '<p class="body">&lt;/li&gt;&lt;script&gt;</p>' in thread
+    assert 'data-conversation-id="c&quot;1"' in thread and 'action="/portal/conversations/c&quot;1/messages"' in thread
+    clients = _page("staff/clients.html", chrome=_chrome(person_name='"><img src=x onerror=alert(1)>'),
+                    title="Clients", error="", notice="", max_name=200, max_email=254, max_query=100,
+                    form={"display_name": "Eve \"<script>", "email": ""}, query='"><script>alert(1)</script>',
+                    found="No clients match “<script>”.", clients=[], next_token="")
+    assert "<img" not in clients and "<script>alert" not in clients
+    assert 'value="Eve &quot;&lt;script&gt;"' in clients
+    assert 'value="&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in clients
+    assert "No clients match “&lt;script&gt;”." in clients
 
 
 def test_mailbox_links_are_clickable_and_nothing_else_is_html():
-    out = templates.linkify('Read it: https://x.test/m/abc_D-9. <b>hi</b> javascript:alert(1)')
+    out = linkify('Read it: https://x.test/m/abc_D-9. <b>hi</b> javascript:alert(1)')
     assert '<a href="https://x.test/m/abc_D-9">https://x.test/m/abc_D-9</a>.' in out
     assert "&lt;b&gt;hi&lt;/b&gt;" in out and 'href="javascript' not in out
+    page = _page("dev/mailbox.html", notice="", texts=[], emails=[
+        {"to": "a@b.test", "subject": "<i>s</i>", "created": None, "text": "Open https://x.test/m/t <b>"}])
+    assert '<a href="https://x.test/m/t">https://x.test/m/t</a> &lt;b&gt;' in page and "&lt;i&gt;s&lt;/i&gt;" in page
 
 
 def test_staff_page_has_the_named_controls():
-    page = templates.staff_home(practice="Lakeside <Counseling>", person_name="Dana", user_id="u1", unread=True,
-                                max_length=5000)
+    page = _page("staff/home.html", chrome=_chrome(practice="Lakeside <Counseling>", unread=True))
     assert ">Secure Messages</button>" in page
     assert 'role="status" aria-label="New unread messages" >' in page  # shown: not hidden
     for words in ("New Message", 'aria-label="Search"', 'type="search"', "Enable Secure Messaging",
                   "0 / 5000", ">Send</button>", "No conversations yet. Start one with New Message.", "Recent"):
         assert words in page, words
-    assert "Lakeside &lt;Counseling&gt;" in page
-    hidden = templates.staff_home(practice="P", person_name="D", user_id="u1", unread=False, max_length=5000)
+    assert "Lakeside &lt;Counseling&gt;" in page and "<title>Lakeside &lt;Counseling&gt; — Confidant</title>" in page
+    hidden = _page("staff/home.html", chrome=_chrome())
     assert 'aria-label="New unread messages" hidden' in hidden
-    assert 'name="viewport"' in hidden and '<script src="/static/app.js" defer></script>' in hidden
+    assert '<body data-page="staff" data-user-id="u1">' in hidden
+    # Scripts load in order, deferred; only the owner's links name Team, Settings and the Audit trail.
+    scripts = [f'<script src="/static/js/{name}.js" defer></script>' for name in ("core", "messages", "pages")]
+    assert 'name="viewport"' in hidden and all(tag in hidden for tag in scripts)
+    assert hidden.index(scripts[0]) < hidden.index(scripts[1]) < hidden.index(scripts[2])
+    assert "/account/team" not in hidden and "/account/audit" not in hidden
+    owner = _page("staff/home.html", chrome=_chrome(owner=True))
+    assert 'href="/account/team">Team</a>' in owner and 'href="/account/audit">Audit trail</a>' in owner
+
+
+def test_a_missing_template_value_is_an_error():
+    with pytest.raises(jinja2.UndefinedError, match="chrome"):
+        _page("staff/home.html")
 
 
 def _request(headers: dict[str, str], host: str = "127.0.0.1:8080"):
@@ -179,8 +240,7 @@ def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
 
 
 async def test_error_middleware_answers_json_for_the_api_and_html_for_pages():
-    app = web.Application()
-    app[CONFIG] = WebConfig.load(Env({}))
+    app = _app()
 
     async def refuses(request):
         raise _rpc_error(grpc.StatusCode.FAILED_PRECONDITION, "Secure messaging is not enabled for this client.")
@@ -195,6 +255,8 @@ async def test_error_middleware_answers_json_for_the_api_and_html_for_pages():
         else:
             assert response.content_type == "text/html"
             assert "Secure messaging is not enabled for this client." in response.text
+            # Nobody is signed in here: the plain layout, no top bar, the portal's start page.
+            assert '<header class="topbar">' not in response.text and 'href="/portal"' in response.text
 
 
 def test_a_port_in_use_is_one_clear_sentence(keys_dir):

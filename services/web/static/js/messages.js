@@ -1,132 +1,16 @@
-/* Confidant web edge: the Secure Messages panel, the portal thread, live updates.
- * Vanilla JavaScript, no build step. Text from the server is always set with
- * textContent, never as HTML. */
+/* Confidant web edge, the messaging UI: a thread and its composer (Thread), a list of
+ * conversations a page at a time (ConversationList), the staff's Secure Messages drawer
+ * (staffPanel) and the Client Portal (portal). Uses window.Confidant from core.js.
+ * Text from the server is always set with textContent, never as HTML. */
 (function () {
   "use strict";
 
+  var C = window.Confidant;
   var body = document.body;
-  var pageKind = body.dataset.page || "";
-
-  // ---------------------------------------------------------------- helpers
-
-  function $(selector, root) { return (root || document).querySelector(selector); }
-  function $$(selector, root) { return Array.prototype.slice.call((root || document).querySelectorAll(selector)); }
-
-  function el(tag, className, text) {
-    var node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = text;
-    return node;
-  }
-
-  function uuid() {
-    if (window.crypto && typeof window.crypto.randomUUID === "function") return window.crypto.randomUUID();
-    var b = new Uint8Array(16);
-    window.crypto.getRandomValues(b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    var h = Array.prototype.map.call(b, function (x) { return (x + 0x100).toString(16).slice(1); }).join("");
-    return h.slice(0, 8) + "-" + h.slice(8, 12) + "-" + h.slice(12, 16) + "-" + h.slice(16, 20) + "-" + h.slice(20);
-  }
-
-  // Code points, as the server counts them.
-  function textLength(text) { return Array.from(text).length; }
-
-  function formatTime(iso) {
-    var d = new Date(iso);
-    if (isNaN(d.getTime())) return "";
-    return d.toLocaleString([], { month: "short", day: "numeric", hour: "numeric", minute: "2-digit" });
-  }
-
-  function localiseTimes(root) {
-    $$("time[datetime]", root).forEach(function (t) {
-      var text = formatTime(t.getAttribute("datetime"));
-      if (text) t.textContent = text;
-    });
-  }
-
-  function ApiError(status, message) {
-    this.status = status;
-    this.message = message;
-  }
-
-  var ending = false;
-  function sessionEnded() {
-    // To sign-in, which says the session ended, and back here afterwards. (The 401 that told us
-    // cleared the cookie already, so a plain reload could no longer tell why.)
-    if (ending) return;
-    ending = true;
-    var here = window.location.pathname + window.location.search;
-    var base = window.location.pathname.indexOf("/portal") === 0 ? "/portal/sign-in" : "/sign-in";
-    window.location.assign(base + "?next=" + encodeURIComponent(here) + "&ended=1");
-  }
-
-  // background: the person did not ask for this (it must not keep an idle session alive).
-  // signal: an AbortSignal, so that a newer search cancels the request of an older one.
-  function api(method, url, data, background, signal) {
-    var options = { method: method, headers: { Accept: "application/json" }, credentials: "same-origin" };
-    if (background) options.headers["X-Confidant-Background"] = "1";
-    if (signal) options.signal = signal;
-    if (data !== undefined) {
-      options.headers["Content-Type"] = "application/json";
-      options.body = JSON.stringify(data);
-    }
-    return fetch(url, options).then(
-      function (resp) {
-        return resp.json().catch(function () { return null; }).then(function (payload) {
-          if (resp.status === 401) sessionEnded();
-          if (!resp.ok) {
-            throw new ApiError(resp.status, (payload && payload.error) || "Something went wrong. Please try again.");
-          }
-          return payload;
-        });
-      },
-      function () { throw new ApiError(0, "The connection failed. Please check your network and try again."); }
-    );
-  }
-
-  function formatCount(n) { return Number(n).toLocaleString("en-US"); }
-
-  // One request at a time for a search box: a newer one aborts the older (whose answer is stale).
-  function Latest() { this.seq = 0; this.controller = null; }
-  Latest.prototype.next = function () {
-    if (this.controller) this.controller.abort();
-    this.controller = typeof AbortController === "function" ? new AbortController() : null;
-    this.seq += 1;
-    return { seq: this.seq, signal: this.controller ? this.controller.signal : undefined };
-  };
-  Latest.prototype.current = function (ticket) { return ticket.seq === this.seq; };
-
-  function unreadBadge(count) {
-    var badge = el("span", "badge", String(count));
-    badge.appendChild(el("span", "visually-hidden", " unread"));
-    return badge;
-  }
-
-  // The last message's start; who wrote it is said when it was you or in a group (else the title says it).
-  function previewText(c) {
-    if (!c.preview) return "";
-    var say = c.last_sender_name && (c.last_sender_id === body.dataset.userId || (c.participants || []).length > 2);
-    return say ? c.last_sender_name + ": " + c.preview : c.preview;
-  }
-
-  function showError(node, message) {
-    if (!node) return;
-    node.textContent = message || "";
-    node.hidden = !message;
-  }
-
-  // ---------------------------------------------------------------- unread dot
-
-  var dot = document.getElementById("unread-dot");
-  var unreadSeq = 0;
-  function refreshUnread() {
-    if (!dot) return Promise.resolve();
-    var mine = ++unreadSeq;
-    return api("GET", "/api/unread", undefined, true).then(function (u) {
-      if (mine === unreadSeq) dot.hidden = !(u && u.unread_messages > 0);
-    }, function () {});
-  }
+  var $ = C.$, $$ = C.$$, el = C.el, api = C.api, showError = C.showError, refreshUnread = C.refreshUnread;
+  var uuid = C.uuid, textLength = C.textLength, formatTime = C.formatTime, localiseTimes = C.localiseTimes;
+  var formatCount = C.formatCount, ApiError = C.ApiError, Latest = C.Latest, liveUpdates = C.liveUpdates;
+  var unreadBadge = C.unreadBadge, previewText = C.previewText;
 
   // ---------------------------------------------------------------- a thread and its composer
 
@@ -374,40 +258,6 @@
     });
   };
 
-  // ---------------------------------------------------------------- live updates
-
-  function liveUpdates(handlers) {
-    var source = null;
-    var retryTimer = null;
-
-    function connect() {
-      source = new EventSource("/api/events");
-      source.addEventListener("open", function () { if (handlers.open) handlers.open(); });
-      ["message_created", "read_updated", "conversation_created", "conversation_archived"].forEach(function (kind) {
-        source.addEventListener(kind, function (ev) {
-          var data = {};
-          try { data = JSON.parse(ev.data); } catch (e) { return; }
-          if (handlers[kind]) handlers[kind](data);
-        });
-      });
-      source.addEventListener("session_ended", function () {
-        source.close();
-        sessionEnded();
-      });
-      source.onerror = function () {
-        if (source.readyState !== EventSource.CLOSED) return; // the browser retries by itself
-        // Closed for good (e.g. 401 or 503): find out whether the session is over, else retry later.
-        api("GET", "/api/me").then(function () {
-          clearTimeout(retryTimer);
-          retryTimer = setTimeout(connect, 5000);
-        }, function () {
-          if (!ending) { clearTimeout(retryTimer); retryTimer = setTimeout(connect, 5000); }
-        });
-      };
-    }
-    connect();
-  }
-
   // ---------------------------------------------------------------- a list of conversations, a page at a time
 
   // The conversations of one view (the inbox or the archived ones), newest activity first.
@@ -573,7 +423,8 @@
       var li = el("li");
       var button = el("button", "person");
       button.type = "button";
-      button.setAttribute("aria-label", user.display_name);
+      // Named by its visible name alone (no aria-label that would differ from what is seen); the
+      // role is shown beside it and said as the button's description.
       button.appendChild(el("span", "name", user.display_name));
       var label = user.role_label || "";
       if (user.recent && label) label += " · recent";
@@ -749,9 +600,8 @@
       clearTimeout(searchTimer);
       searchTimer = setTimeout(runSearch, 150);
     });
-    document.addEventListener("keydown", function (e) {
-      if (e.key === "Escape" && isOpen()) { closePanel(); toggle.focus(); }
-    });
+    // While open, Tab stays inside the drawer; Escape closes it and returns to the button.
+    C.trapFocus(panel, function () { closePanel(); toggle.focus(); });
     document.addEventListener("visibilitychange", function () {
       if (document.visibilityState === "visible" && isOpen() && current === "thread") {
         thread.loadNew().then(function () { return thread.markRead(); });
@@ -784,62 +634,6 @@
       // Archived or brought back in another tab or on another device.
       conversation_archived: function () { refreshLists(true); },
     });
-  }
-
-  // ---------------------------------------------------------------- staff: the Clients list
-
-  // Search as you type and "Load more", over /api/clients; without the script the forms still work.
-  function clientsPage() {
-    var form = $("[data-role=client-search]");
-    if (!form) return;
-    var input = $("input[name=q]", form);
-    var list = $("[data-role=clients]");
-    var status = $("[data-role=client-status]");
-    var moreForm = $("[data-role=client-more]");
-    var token = $("input[name=page_token]", moreForm);
-    var moreQuery = $("input[name=q]", moreForm);
-    var latest = new Latest();
-    var timer = null;
-    $("[data-role=search-submit]", form).hidden = true;
-
-    function row(c) {
-      var li = el("li");
-      var a = el("a", "person");
-      a.href = "/clients/" + encodeURIComponent(c.user_id);
-      var summary = el("span", "summary");
-      summary.appendChild(el("span", "name", c.display_name));
-      summary.appendChild(el("span", "secondary", c.email));
-      a.appendChild(summary);
-      li.appendChild(a);
-      return li;
-    }
-
-    function load(reset) {
-      var q = reset ? input.value.trim() : moreQuery.value;
-      var url = "/api/clients?q=" + encodeURIComponent(q);
-      if (!reset) url += "&page_token=" + encodeURIComponent(token.value);
-      var ticket = latest.next();
-      return api("GET", url, undefined, false, ticket.signal).then(function (r) {
-        if (!latest.current(ticket)) return;
-        if (reset) list.textContent = "";
-        (r.clients || []).forEach(function (c) { list.appendChild(row(c)); });
-        token.value = r.next_page_token || "";
-        moreQuery.value = q;
-        moreForm.hidden = !r.next_page_token;
-        if (list.children.length) status.textContent = "";
-        else status.textContent = q ? "No clients match \u201c" + q + "\u201d." : "No clients yet. Add one above.";
-        if (reset && window.history && history.replaceState) {
-          history.replaceState(null, "", q ? "/clients?q=" + encodeURIComponent(q) : "/clients");
-        }
-      }, function (e) { if (latest.current(ticket)) status.textContent = e.message; });
-    }
-
-    input.addEventListener("input", function () {
-      clearTimeout(timer);
-      timer = setTimeout(function () { load(true); }, 150);
-    });
-    form.addEventListener("submit", function (e) { e.preventDefault(); clearTimeout(timer); load(true); });
-    moreForm.addEventListener("submit", function (e) { e.preventDefault(); load(false); });
   }
 
   // ---------------------------------------------------------------- client portal
@@ -908,7 +702,6 @@
 
   // ---------------------------------------------------------------- start
 
-  if (pageKind === "staff") { staffPanel(); clientsPage(); }
-  else if (pageKind === "portal") portal();
-  else localiseTimes(document);
+  if (C.pageKind === "staff") staffPanel();
+  else if (C.pageKind === "portal") portal();
 })();

@@ -1,0 +1,163 @@
+"""Pages from template files (``services/web/templates/``) through Jinja2 and aiohttp-jinja2.
+
+The rule: user-controlled text (a client's name, a message, what a person typed) reaches a
+page only escaped. Autoescape is on for every template, and every ``{{ value }}`` is escaped
+on output by ``escape_text``; the only markup made in Python is what the filters below
+return (a ``<time>`` element, the development mailbox's links, the unread badge), each
+built from escaped parts. ``StrictUndefined``: a name a template uses but a view did not
+pass is an error in the tests, never a silently empty page.
+
+The layouts (``layouts/staff.html``, ``layouts/portal.html``, ``layouts/plain.html``) need
+the signed-in person's top bar: ``staff_chrome`` and ``portal_chrome`` fetch it, and
+``render_staff`` / ``render_portal`` render a page inside it. Error pages use the same
+functions, so a signed-in person keeps their top bar on a 403 or 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+from confidant.auth.v1 import auth_service_pb2 as auth_pb
+from confidant.messaging.v1 import messaging_service_pb2 as msg_pb
+from markupsafe import Markup
+
+from services.web.resources import BACKENDS, CONFIG
+from services.web.session import Person
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+
+
+def escape_text(value: object) -> Markup:
+    """Every ``{{ value }}`` on its way out: markup made here passes, anything else is escaped.
+
+    html.escape rather than markupsafe's escape only for the entities: pages have always
+    written an apostrophe as ``&#x27;``. None prints as nothing (an unset optional value).
+    """
+    if isinstance(value, Markup):
+        return value
+    return Markup(html.escape("" if value is None else str(value), quote=True))
+
+
+def time_element(value: datetime | None) -> Markup:
+    """A <time> element in UTC; the page's script shows it in local time."""
+    if value is None:
+        return Markup("")
+    return Markup('<time datetime="{}">{}</time>').format(value.isoformat(), value.strftime("%b %d, %H:%M UTC"))
+
+
+_URL = re.compile(r"https?://[^\s<>\"']+")
+
+
+def linkify(text: str) -> Markup:
+    """Plain text, escaped, with its http(s) URLs as links (never any other scheme)."""
+    out = Markup("")
+    last = 0
+    for match in _URL.finditer(text):
+        url = match.group(0).rstrip(".,;:!?)")
+        out += escape_text(text[last : match.start()])
+        out += Markup('<a href="{0}">{0}</a>').format(url)
+        last = match.start() + len(url)
+    return out + escape_text(text[last:])
+
+
+def unread_badge(count: int) -> Markup:
+    """An unread count for a list row, read as "3 unread" by screen readers; nothing for 0."""
+    if count <= 0:
+        return Markup("")
+    return Markup('<span class="badge">{}<span class="visually-hidden"> unread</span></span>').format(count)
+
+
+def setup_templates(app: web.Application) -> jinja2.Environment:
+    """Once, in the app factory: the environment every page is rendered with."""
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        finalize=escape_text,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        default_helpers=False,
+    )
+    env.filters.update(time_element=time_element, linkify=linkify, unread_badge=unread_badge)
+    return env
+
+
+def render(request: web.Request, template: str, context: Mapping[str, Any], status: int = 200) -> web.Response:
+    """A whole page (text/html; charset=utf-8)."""
+    return aiohttp_jinja2.render_template(template, request, dict(context), status=status)
+
+
+# ---------------------------------------------------------------- the layouts' top bars
+
+
+async def has_unread(request: web.Request, person: Person) -> bool:
+    summary = await request.app[BACKENDS].messaging.GetUnreadSummary(
+        msg_pb.GetUnreadSummaryRequest(), metadata=person.metadata
+    )
+    return summary.unread_messages > 0
+
+
+@dataclass(frozen=True)
+class StaffChrome:
+    """What ``layouts/staff.html`` shows around every staff page."""
+
+    practice: str
+    person_name: str
+    user_id: str
+    unread: bool
+    owner: bool
+    # The Secure Messages drawer's composer limit.
+    max_length: int
+
+
+@dataclass(frozen=True)
+class PortalChrome:
+    """What ``layouts/portal.html`` shows around every Client Portal page."""
+
+    user_id: str
+    unread: bool
+
+
+async def staff_chrome(request: web.Request, person: Person) -> StaffChrome:
+    """The staff top bar: the practice's name, the person, the unread dot as it is now."""
+    practice, unread = await asyncio.gather(
+        request.app[BACKENDS].auth.GetPractice(
+            auth_pb.GetPracticeRequest(practice_id=person.user.practice_id), metadata=person.metadata
+        ),
+        has_unread(request, person),
+    )
+    return StaffChrome(practice=practice.practice.name, person_name=person.user.display_name,
+                       user_id=person.user_id, unread=unread, owner=person.role == "owner",
+                       max_length=request.app[CONFIG].staff_message_max_length)
+
+
+async def portal_chrome(request: web.Request, person: Person, unread: bool | None = None) -> PortalChrome:
+    """The Client Portal's top bar; ``unread`` when the caller already asked."""
+    if unread is None:
+        unread = await has_unread(request, person)
+    return PortalChrome(user_id=person.user_id, unread=unread)
+
+
+async def render_staff(request: web.Request, person: Person, template: str, context: Mapping[str, Any],
+                       status: int = 200) -> web.Response:
+    """A staff page: ``template`` extends ``layouts/staff.html`` and gets ``chrome`` with ``context``."""
+    return render(request, template, {**context, "chrome": await staff_chrome(request, person)}, status)
+
+
+async def render_portal(request: web.Request, person: Person, template: str, context: Mapping[str, Any],
+                        status: int = 200, unread: bool | None = None) -> web.Response:
+    """A Client Portal page: ``template`` extends ``layouts/portal.html``."""
+    chrome = await portal_chrome(request, person, unread)
+    return render(request, template, {**context, "chrome": chrome}, status)
