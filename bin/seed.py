@@ -17,6 +17,7 @@ from confidant.consent.v1 import consent_service_pb2 as consent_pb
 from confidant.consent.v1 import consent_service_pb2_grpc as consent_grpc
 from confidant.messaging.v1 import messaging_service_pb2 as msg_pb
 from confidant.messaging.v1 import messaging_service_pb2_grpc as msg_grpc
+from google.protobuf import field_mask_pb2
 
 from services.common.clients import bearer, open_channel
 from services.common.tokens import ServiceTokenSource, TokenSigner
@@ -29,6 +30,13 @@ SAM = ("sam@lakeside.test", "Sam Okafor", "quiet-harbor-2026")
 JORDAN = ("jordan@client.test", "Jordan Lee", "maple-window-77")
 ALEX = ("alex@client.test", "Alex Chen")
 JORDAN_PHONE = "+1 212 555 0101"
+JORDAN_BIRTHDAY = "1990-04-12"
+TIME_ZONE = "America/New_York"
+PRACTICE_PHONE = "+1 212 555 0100"
+PRACTICE_EMAIL = "hello@lakeside.test"
+# Two clients of the same name, as every practice has: told apart by email and date of birth.
+NAMESAKES = [("maria.garcia@client.test", "Maria Garcia", "1984-06-02"),
+             ("mgarcia.work@client.test", "Maria Garcia", "1997-11-19")]
 
 _FIRST = ["Avery", "Blake", "Camila", "Diego", "Elena", "Farah", "Gabriel", "Hana", "Isaac", "Julia",
           "Kenji", "Lucía", "Mateo", "Nora", "Omar", "Priya", "Quinn", "Rosa", "Sofia", "Tomás"]
@@ -61,7 +69,8 @@ async def seed_demo(addresses: dict[str, str], keys_dir: Path) -> bool:
                 raise
         created = await auth.CreatePractice(
             auth_pb.CreatePracticeRequest(
-                name=PRACTICE, owner_email=DANA[0], owner_display_name=DANA[1], owner_password=DANA[2]
+                name=PRACTICE, owner_email=DANA[0], owner_display_name=DANA[1], owner_password=DANA[2],
+                time_zone=TIME_ZONE,
             )
         )
         practice_id = created.practice.practice_id
@@ -88,6 +97,21 @@ async def seed_demo(addresses: dict[str, str], keys_dir: Path) -> bool:
             auth_pb.AuthenticateSessionRequest(session_token=signed_in.session_token)
         )
         as_dana = bearer(session.access_token)
+        await auth.UpdatePractice(
+            auth_pb.UpdatePracticeRequest(
+                practice=auth_pb.Practice(contact_phone=PRACTICE_PHONE, contact_email=PRACTICE_EMAIL),
+                update_mask=field_mask_pb2.FieldMask(paths=["contact_phone", "contact_email"]),
+            ),
+            metadata=as_dana,
+        )
+        await auth.UpdateClient(
+            auth_pb.UpdateClientRequest(client_id=jordan_id, email=JORDAN[0], display_name=JORDAN[1],
+                                        date_of_birth=JORDAN_BIRTHDAY),
+            metadata=as_dana,
+        )
+        for email, name, born in NAMESAKES:
+            await auth.CreateClient(auth_pb.CreateClientRequest(email=email, display_name=name, date_of_birth=born),
+                                    metadata=as_dana)
         await msg_grpc.MessagingServiceStub(msg_ch).EnableClientMessaging(
             msg_pb.EnableClientMessagingRequest(client_id=jordan_id), metadata=as_dana
         )

@@ -248,7 +248,7 @@ async def directory(request: web.Request, person: Person) -> web.Response:
     users = [u for u in found.users if u.user_id != person.user_id]
     # sorted() is stable: among the rest, auth's order (its best matches first) stays.
     users.sort(key=lambda u: rank.get(u.user_id, len(rank)))
-    return web.json_response({"users": [{**user_json(u), "recent": u.user_id in rank} for u in users]})
+    return web.json_response({"users": [{**user_json(u, person), "recent": u.user_id in rank} for u in users]})
 
 
 @api(staff_only=True)
@@ -259,7 +259,7 @@ async def recent_contacts(request: web.Request, person: Person) -> web.Response:
     )
     ids = [uid for uid in reply.user_ids if uid != person.user_id]
     users = await users_by_id(backends, person, ids)
-    return web.json_response({"users": [user_json(users[uid]) for uid in ids if uid in users]})
+    return web.json_response({"users": [user_json(users[uid], person) for uid in ids if uid in users]})
 
 
 @api(staff_only=True)

@@ -20,7 +20,9 @@ from services.web.resources import (
     CONFIG,
     LIVE,
     METRICS,
+    PRACTICES,
     LiveStreams,
+    PracticeProfiles,
     WebMetrics,
     grpc_backends,
     metrics_endpoint,
@@ -58,6 +60,7 @@ def create_app(config: WebConfig, *, sns_fetcher: Fetcher | None = None) -> web.
     )
     app[CONFIG] = config
     app[LIVE] = LiveStreams()
+    app[PRACTICES] = PracticeProfiles()
     app[METRICS] = WebMetrics()
     app.cleanup_ctx.append(grpc_backends)
     app.cleanup_ctx.append(metrics_endpoint)

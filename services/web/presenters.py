@@ -9,10 +9,17 @@ import grpc
 from confidant.auth.v1 import auth_service_pb2 as auth_pb
 from confidant.messaging.v1 import messaging_service_pb2 as msg_pb
 
+from services.web import timefmt
 from services.web.resources import Backends
 from services.web.session import ROLE_LABELS, STAFF_ROLES, Person, role_name
 
 UNKNOWN_NAME = "Unknown person"
+# Why nobody can send (messaging's CannotSendReason), as the script and the pages name it.
+CANNOT_SEND_REASONS = {
+    msg_pb.CANNOT_SEND_REASON_PRACTICE_DISABLED: "practice_disabled",
+    msg_pb.CANNOT_SEND_REASON_CLIENT_DISABLED: "client_disabled",
+    msg_pb.CANNOT_SEND_REASON_TEAM_DISABLED: "team_disabled",
+}
 
 
 def when(ts) -> datetime | None:
@@ -46,15 +53,43 @@ async def users_by_id(backends: Backends, person: Person, user_ids: Iterable[str
     return found
 
 
-def user_json(user: auth_pb.User) -> dict:
+def masked_email(email: str) -> str:
+    """``jordan@client.test`` as ``jor•••@client.test``: enough to tell two people apart at a
+    glance, not the whole address on every screen (a short local part shows one character)."""
+    local, at, domain = email.partition("@")
+    if not at or not local:
+        return ""
+    shown = local[:3] if len(local) > 4 else local[:1]
+    return f"{shown}•••@{domain}"
+
+
+def person_hint(user: auth_pb.User) -> str:
+    """What tells a person apart from another of the same name, wherever someone picks or reads
+    one: a client's masked email and date of birth where known ("j•••@client.test · DOB Mar 14,
+    1991"); a staff member's role."""
     role = role_name(user)
-    return {
+    if role in STAFF_ROLES:
+        return ROLE_LABELS.get(role, "")
+    parts = [masked_email(user.email)]
+    if user.date_of_birth:
+        parts.append(f"DOB {timefmt.date_of_birth(user.date_of_birth)}")
+    return " · ".join(part for part in parts if part)
+
+
+def user_json(user: auth_pb.User, viewer: Person | None = None) -> dict:
+    """A person for the script; ``hint`` (see person_hint) only for staff viewers: a client is
+    never shown another person's details."""
+    role = role_name(user)
+    out = {
         "user_id": user.user_id,
         "display_name": user.display_name,
         "role": role,
         "role_label": ROLE_LABELS.get(role, ""),
         "is_staff": role in STAFF_ROLES,
     }
+    if viewer is not None and viewer.is_staff:
+        out["hint"] = person_hint(user)
+    return out
 
 
 def display_name(users: dict[str, auth_pb.User], user_id: str) -> str:
@@ -75,19 +110,31 @@ def conversation_title(conversation: msg_pb.Conversation, users: dict[str, auth_
     return ", ".join(names)
 
 
+def conversation_hint(conversation: msg_pb.Conversation, users: dict[str, auth_pb.User], person: Person) -> str:
+    """For staff: what tells this conversation's client apart (see person_hint); "" otherwise."""
+    if not person.is_staff or not conversation.client_id:
+        return ""
+    client = users.get(conversation.client_id)
+    return person_hint(client) if client is not None else ""
+
+
 def conversation_json(conversation: msg_pb.Conversation, users: dict[str, auth_pb.User], person: Person) -> dict:
+    def participant(p: msg_pb.Participant) -> dict:
+        out = {
+            "user_id": p.user_id,
+            "display_name": display_name(users, p.user_id),
+            "is_staff": p.is_staff,
+            "is_me": p.user_id == person.user_id,
+        }
+        if person.is_staff and p.user_id in users:
+            out["hint"] = person_hint(users[p.user_id])
+        return out
+
     return {
         "conversation_id": conversation.conversation_id,
         "title": conversation_title(conversation, users, person),
-        "participants": [
-            {
-                "user_id": p.user_id,
-                "display_name": display_name(users, p.user_id),
-                "is_staff": p.is_staff,
-                "is_me": p.user_id == person.user_id,
-            }
-            for p in conversation.participants
-        ],
+        "hint": conversation_hint(conversation, users, person),
+        "participants": [participant(p) for p in conversation.participants],
         "client_id": conversation.client_id,
         "last_activity_at": iso(conversation.last_activity_at),
         "last_seq": conversation.last_seq,
@@ -97,6 +144,7 @@ def conversation_json(conversation: msg_pb.Conversation, users: dict[str, auth_p
         "last_sender_name": preview_sender(conversation, users, person),
         "archived": conversation.archived,
         "can_send": conversation.can_send,
+        "cannot_send_reason": CANNOT_SEND_REASONS.get(conversation.cannot_send_reason, ""),
     }
 
 
@@ -117,6 +165,8 @@ def client_json(user: auth_pb.User) -> dict:
         "user_id": user.user_id,
         "display_name": user.display_name,
         "email": user.email,
+        "date_of_birth": user.date_of_birth,
+        "hint": person_hint(user),
         "has_password": user.has_password,
     }
 

@@ -27,11 +27,11 @@ from typing import Any
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
-from confidant.auth.v1 import auth_service_pb2 as auth_pb
 from confidant.messaging.v1 import messaging_service_pb2 as msg_pb
 from markupsafe import Markup
 
-from services.web.resources import BACKENDS, CONFIG
+from services.web import timefmt
+from services.web.resources import BACKENDS, CONFIG, PRACTICES, PracticeProfile
 from services.web.session import Person
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -48,11 +48,32 @@ def escape_text(value: object) -> Markup:
     return Markup(html.escape("" if value is None else str(value), quote=True))
 
 
-def time_element(value: datetime | None) -> Markup:
-    """A <time> element in UTC; the page's script shows it in local time."""
+def _time_zone(context: jinja2.runtime.Context) -> str:
+    """The practice's time zone for this page: its chrome's, or a ``time_zone`` the view passed."""
+    chrome = context.get("chrome")
+    if chrome is not None and getattr(chrome, "time_zone", ""):
+        return chrome.time_zone
+    return context.get("time_zone") or ""
+
+
+@jinja2.pass_context
+def time_element(context: jinja2.runtime.Context, value: datetime | None, style: str = "short") -> Markup:
+    """A <time> element in the practice's time zone (services/web/timefmt.py): ``short`` for lists,
+    ``table`` for tables; the full form with the zone's name in its title."""
     if value is None:
         return Markup("")
-    return Markup('<time datetime="{}">{}</time>').format(value.isoformat(), value.strftime("%b %d, %H:%M UTC"))
+    tz = _time_zone(context)
+    if style == "table":
+        return Markup('<time datetime="{}" title="{}" data-style="table">{}</time>').format(
+            value.isoformat(), timefmt.full(value, tz), timefmt.table(value, tz))
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        value.isoformat(), timefmt.full(value, tz), timefmt.short(value, tz))
+
+
+@jinja2.pass_context
+def zone_name(context: jinja2.runtime.Context) -> str:
+    """The abbreviation of the page's time zone now ("EST"), for a column header."""
+    return timefmt.abbreviation(_time_zone(context))
 
 
 _URL = re.compile(r"https?://[^\s<>\"']+")
@@ -91,6 +112,7 @@ def setup_templates(app: web.Application) -> jinja2.Environment:
         default_helpers=False,
     )
     env.filters.update(time_element=time_element, linkify=linkify, unread_badge=unread_badge)
+    env.globals.update(zone_name=zone_name)
     return env
 
 
@@ -113,13 +135,19 @@ async def has_unread(request: web.Request, person: Person) -> bool:
 class StaffChrome:
     """What ``layouts/staff.html`` shows around every staff page."""
 
+    # The practice's name (``profile`` has the rest).
     practice: str
+    profile: PracticeProfile
     person_name: str
     user_id: str
     unread: bool
     owner: bool
     # The Secure Messages drawer's composer limit.
     max_length: int
+
+    @property
+    def time_zone(self) -> str:
+        return self.profile.time_zone
 
 
 @dataclass(frozen=True)
@@ -128,17 +156,25 @@ class PortalChrome:
 
     user_id: str
     unread: bool
+    profile: PracticeProfile
+
+    @property
+    def practice(self) -> str:
+        return self.profile.name
+
+    @property
+    def time_zone(self) -> str:
+        return self.profile.time_zone
+
+
+async def practice_profile(request: web.Request, person: Person) -> PracticeProfile:
+    return await request.app[PRACTICES].get(request.app[BACKENDS].auth, person.user.practice_id, person.metadata)
 
 
 async def staff_chrome(request: web.Request, person: Person) -> StaffChrome:
     """The staff top bar: the practice's name, the person, the unread dot as it is now."""
-    practice, unread = await asyncio.gather(
-        request.app[BACKENDS].auth.GetPractice(
-            auth_pb.GetPracticeRequest(practice_id=person.user.practice_id), metadata=person.metadata
-        ),
-        has_unread(request, person),
-    )
-    return StaffChrome(practice=practice.practice.name, person_name=person.user.display_name,
+    profile, unread = await asyncio.gather(practice_profile(request, person), has_unread(request, person))
+    return StaffChrome(practice=profile.name, profile=profile, person_name=person.user.display_name,
                        user_id=person.user_id, unread=unread, owner=person.role == "owner",
                        max_length=request.app[CONFIG].staff_message_max_length)
 
@@ -146,8 +182,10 @@ async def staff_chrome(request: web.Request, person: Person) -> StaffChrome:
 async def portal_chrome(request: web.Request, person: Person, unread: bool | None = None) -> PortalChrome:
     """The Client Portal's top bar; ``unread`` when the caller already asked."""
     if unread is None:
-        unread = await has_unread(request, person)
-    return PortalChrome(user_id=person.user_id, unread=unread)
+        profile, unread = await asyncio.gather(practice_profile(request, person), has_unread(request, person))
+    else:
+        profile = await practice_profile(request, person)
+    return PortalChrome(user_id=person.user_id, unread=unread, profile=profile)
 
 
 async def render_staff(request: web.Request, person: Person, template: str, context: Mapping[str, Any],

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
 from aiohttp import web
 from confidant.audit.v1 import audit_service_pb2_grpc as audit_grpc
+from confidant.auth.v1 import auth_service_pb2 as auth_pb
 from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from confidant.consent.v1 import consent_service_pb2_grpc as consent_grpc
 from confidant.messaging.v1 import messaging_service_pb2_grpc as messaging_grpc
@@ -48,6 +50,50 @@ class Backends:
         await asyncio.gather(*(ch.close() for ch in self.channels.values()), return_exceptions=True)
 
 
+@dataclass(frozen=True)
+class PracticeProfile:
+    """What every page shows of the signed-in person's practice (auth's Practice)."""
+
+    practice_id: str
+    name: str
+    time_zone: str
+    contact_phone: str = ""
+    contact_email: str = ""
+
+    @property
+    def initials(self) -> str:
+        """The practice's mark: the first letters of its first two words ("LC")."""
+        words = [w for w in self.name.split() if w[:1].isalnum()]
+        return "".join(w[0] for w in words[:2]).upper() or "•"
+
+
+class PracticeProfiles:
+    """auth's practice profiles, kept briefly: every page shows the practice's name and gives
+    times in its zone, and one GetPractice per page would be one call too many. The owner's
+    Settings page reads auth directly and calls ``forget`` after a change."""
+
+    def __init__(self, ttl_seconds: float = 30.0) -> None:
+        self._ttl = ttl_seconds
+        self._cache: dict[str, tuple[float, PracticeProfile]] = {}
+
+    async def get(self, auth: auth_grpc.AuthServiceStub, practice_id: str, metadata) -> PracticeProfile:
+        """The profile of ``practice_id``, asked of auth with the person's own token (auth decides
+        who may read it) unless a fresh copy is at hand."""
+        cached = self._cache.get(practice_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        reply = await auth.GetPractice(auth_pb.GetPracticeRequest(practice_id=practice_id), metadata=metadata)
+        p = reply.practice
+        profile = PracticeProfile(p.practice_id, p.name, p.time_zone, p.contact_phone, p.contact_email)
+        if len(self._cache) > 1000:
+            self._cache.clear()
+        self._cache[practice_id] = (time.monotonic() + self._ttl, profile)
+        return profile
+
+    def forget(self, practice_id: str) -> None:
+        self._cache.pop(practice_id, None)
+
+
 @dataclass
 class LiveStreams:
     """Open Server-Sent Events responses, ended when the server shuts down."""
@@ -75,6 +121,7 @@ class WebMetrics:
 CONFIG = web.AppKey("config", WebConfig)
 BACKENDS = web.AppKey("backends", Backends)
 LIVE = web.AppKey("live", LiveStreams)
+PRACTICES = web.AppKey("practices", PracticeProfiles)
 METRICS = web.AppKey("metrics", WebMetrics)
 
 

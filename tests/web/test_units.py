@@ -22,8 +22,8 @@ from services.web.config import WebConfig
 from services.web.errors import http_status, readable_message
 from services.web.events import format_event, resume_point
 from services.web.middlewares import error_middleware, same_origin
-from services.web.rendering import StaffChrome, escape_text, linkify, render, setup_templates, time_element
-from services.web.resources import CONFIG
+from services.web.rendering import StaffChrome, escape_text, linkify, render, setup_templates
+from services.web.resources import CONFIG, PracticeProfile
 from services.web.session import BACKGROUND_HEADER, is_background, is_safe_next
 from tests.runtime.production import production_env
 
@@ -95,7 +95,8 @@ def _page(template: str, **context) -> str:
 
 def _chrome(**changes) -> StaffChrome:
     values = {"practice": "Lakeside Counseling", "person_name": "Dana Rivera", "user_id": "u1", "unread": False,
-              "owner": False, "max_length": 5000}
+              "owner": False, "max_length": 5000,
+              "profile": PracticeProfile("p1", "Lakeside Counseling", "America/New_York")}
     return StaffChrome(**{**values, **changes})
 
 
@@ -112,9 +113,14 @@ def test_values_are_escaped_and_markup_made_here_is_not():
     assert escape_text("it's") == "it&#x27;s"
     assert escape_text(None) == "" and escape_text(3) == "3"
     assert escape_text(Markup("<b>made here</b>")) == "<b>made here</b>"
-    assert time_element(None) == ""
-    assert time_element(datetime(2026, 11, 27, 9, 5, tzinfo=UTC)) == (
-        '<time datetime="2026-11-27T09:05:00+00:00">Nov 27, 09:05 UTC</time>')
+    env = setup_templates(web.Application())
+    shown = env.from_string("{{ t|time_element }}|{{ t|time_element('table') }}")
+    assert shown.render(t=None, time_zone="America/New_York") == "|"
+    # In the practice's zone (the page's chrome, or a time_zone the view passes), never UTC's.
+    assert shown.render(t=datetime(2025, 11, 27, 9, 5, tzinfo=UTC), time_zone="America/New_York") == (
+        '<time datetime="2025-11-27T09:05:00+00:00" title="Thursday, November 27, 2025, 4:05 AM EST">'
+        'Nov 27, 2025</time>|<time datetime="2025-11-27T09:05:00+00:00" title="Thursday, November 27, 2025, '
+        '4:05 AM EST" data-style="table">Nov 27, 2025, 4:05 AM</time>')
 
 
 def test_templates_escape_user_text_in_text_and_attributes():
@@ -122,7 +128,8 @@ def test_templates_escape_user_text_in_text_and_attributes():
                  notice="")
     assert 'value="/x&quot;&gt;&lt;script&gt;"' in page and "&lt;b&gt;" in page and 'value="a@b.c&lt;&quot;"' in page
     assert "<script>" not in page.replace('<script src="', "")
-    thread = _page("portal/thread.html", chrome={"user_id": "u1", "unread": False}, title="Secure Messages",
+    thread = _page("portal/thread.html", chrome={"user_id": "u1", "unread": False, "practice": "Lakeside",
+                                                      "time_zone": "America/New_York"}, title="Secure Messages",
                    conversation_id='c"1', thread_title="<Eve>", can_send=True, max_length=1000,
                    idempotency_key="k", messages=[{"message_id": "m", "seq": 1, "sender": "<Eve>",
                                                    "body": "</li><script>", "created_at": None, "mine": False}])
@@ -158,7 +165,7 @@ def test_staff_page_has_the_named_controls():
     assert "Lakeside &lt;Counseling&gt;" in page and "<title>Lakeside &lt;Counseling&gt; — Confidant</title>" in page
     hidden = _page("staff/home.html", chrome=_chrome())
     assert 'aria-label="New unread messages" hidden' in hidden
-    assert '<body data-page="staff" data-user-id="u1">' in hidden
+    assert '<body data-page="staff" data-user-id="u1" data-time-zone="America/New_York">' in hidden
     # Scripts load in order, deferred; only the owner's links name Team, Settings and the Audit trail.
     scripts = [f'<script src="/static/js/{name}.js" defer></script>' for name in ("core", "messages", "pages")]
     assert 'name="viewport"' in hidden and all(tag in hidden for tag in scripts)

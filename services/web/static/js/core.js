@@ -34,15 +34,83 @@
   // Code points, as the server counts them.
   function textLength(text) { return Array.from(text).length; }
 
-  function formatTime(iso) {
-    var d = new Date(iso);
-    if (isNaN(d.getTime())) return "";
-    return d.toLocaleString([], { month: "short", day: "numeric", hour: "numeric", minute: "2-digit" });
+  // ---------------------------------------------------------------- times, in the practice's zone
+  // The same rules as services/web/timefmt.py (tests/web/test_timefmt.py pins both): a practice's
+  // times read alike for everyone, whatever zone each browser is in.
+  var timeZone = body.dataset.timeZone || "UTC";
+  var partsCache = {};
+
+  function formatter(options) {
+    var key = JSON.stringify(options);
+    if (!partsCache[key]) {
+      try {
+        partsCache[key] = new Intl.DateTimeFormat("en-US", Object.assign({ timeZone: timeZone }, options));
+      } catch (e) {
+        partsCache[key] = new Intl.DateTimeFormat("en-US", Object.assign({ timeZone: "UTC" }, options));
+      }
+    }
+    return partsCache[key];
   }
 
+  // The wall-clock fields of a moment in the practice's zone.
+  function local(d) {
+    var out = {};
+    formatter({ year: "numeric", month: "short", day: "numeric", weekday: "short", hour: "numeric",
+                minute: "2-digit", hour12: true, timeZoneName: "short" })
+      .formatToParts(d).forEach(function (p) { out[p.type] = p.value; });
+    out.longWeekday = formatter({ weekday: "long" }).format(d);
+    out.longMonth = formatter({ month: "long" }).format(d);
+    out.dayKey = out.year + "-" + out.month + "-" + out.day;
+    return out;
+  }
+
+  function clock(l) { return l.hour + ":" + l.minute + " " + l.dayPeriod; }
+
+  function dayKeyBefore(now, days) { return local(new Date(now.getTime() - days * 86400000)).dayKey; }
+
+  function withinDays(d, now, days) {
+    var key = local(d).dayKey;
+    for (var i = 1; i < days; i++) if (dayKeyBefore(now, i) === key) return true;
+    return false;
+  }
+
+  // style: "short" (lists, message groups), "full" (titles), "table" (tables), "day" (separators).
+  function formatTime(iso, style, nowIso) {
+    var d = new Date(iso);
+    if (isNaN(d.getTime())) return "";
+    var now = nowIso ? new Date(nowIso) : new Date();
+    var l = local(d), today = local(now);
+    if (style === "full") {
+      return l.longWeekday + ", " + l.longMonth + " " + l.day + ", " + l.year + ", " + clock(l) + " " + l.timeZoneName;
+    }
+    if (style === "table") return l.month + " " + l.day + ", " + l.year + ", " + clock(l);
+    if (style === "day") {
+      if (l.dayKey === today.dayKey) return "Today";
+      if (l.dayKey === dayKeyBefore(now, 1)) return "Yesterday";
+      var label = l.longWeekday + ", " + l.longMonth + " " + l.day;
+      return l.year === today.year ? label : label + ", " + l.year;
+    }
+    if (l.dayKey === today.dayKey) return clock(l);
+    if (withinDays(d, now, 7)) return l.weekday + " " + clock(l);
+    if (l.year === today.year) return l.month + " " + l.day;
+    return l.month + " " + l.day + ", " + l.year;
+  }
+
+  // A <time> element for a moment: the short form, the full one as its title.
+  function timeElement(iso, style) {
+    var t = document.createElement("time");
+    t.setAttribute("datetime", iso);
+    t.textContent = formatTime(iso, style || "short");
+    t.title = formatTime(iso, "full");
+    return t;
+  }
+
+  // Server-rendered <time> elements are already in the practice's zone; only their relative
+  // words ("Today", weekdays) can go stale in a page left open, so they are redrawn.
   function localiseTimes(root) {
     $$("time[datetime]", root).forEach(function (t) {
-      var text = formatTime(t.getAttribute("datetime"));
+      var style = t.dataset.style || "short";
+      var text = formatTime(t.getAttribute("datetime"), style);
       if (text) t.textContent = text;
     });
   }
@@ -218,6 +286,8 @@
     uuid: uuid,
     textLength: textLength,
     formatTime: formatTime,
+    timeElement: timeElement,
+    timeZone: timeZone,
     localiseTimes: localiseTimes,
     ApiError: ApiError,
     sessionEnded: sessionEnded,
