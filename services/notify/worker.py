@@ -188,11 +188,13 @@ class Deliverer:
         storage: NotifyStorage,
         clock: Clock,
         metrics: NotifyMetrics,
+        renderer: render.Renderer,
     ) -> None:
         self._config = config
         self._auth = auth
         self._consent = consent
         self._storage = storage
+        self._render = renderer
         base, cap = config.retry_base_seconds, config.retry_max_seconds
         self.email = Outbound(transports.email.name, transports.email.send_email, Breaker(clock, base, cap), metrics)
         self.sms = (
@@ -223,16 +225,20 @@ class Deliverer:
         user = await self._recipient(job)
         address = await self._email_address(user)
         brand = await self._brand(user)
+        url, minutes, ends_at = await self._magic_link(job)
+        return await self.email.send(self._render.message_email(address, brand, url, minutes, ends_at))
+
+    async def _magic_link(self, alert: Job) -> tuple[str, int, datetime | None]:
+        """A quick sign-in link minted now (its window runs from sending): the URL, its minutes, its end."""
         link = await self._auth.CreateMagicLink(
-            auth_pb.CreateMagicLinkRequest(user_id=job.recipient_id, conversation_id=job.conversation_id)
+            auth_pb.CreateMagicLinkRequest(user_id=alert.recipient_id, conversation_id=alert.conversation_id)
         )
-        minutes = DEFAULT_LINK_MINUTES
+        minutes, ends_at = DEFAULT_LINK_MINUTES, None
         if link.HasField("expires_at"):
             # Against the wall clock, as auth minted the link: display only, not a rule of ours.
-            remaining = (link.expires_at.ToDatetime(tzinfo=UTC) - datetime.now(UTC)).total_seconds()
-            minutes = max(1, round(remaining / 60))
-        url = render.magic_link_url(self._config.public_url, link.token)
-        return await self.email.send(render.message_email(address, brand, url, minutes))
+            ends_at = link.expires_at.ToDatetime(tzinfo=UTC)
+            minutes = max(1, round((ends_at - datetime.now(UTC)).total_seconds() / 60))
+        return render.magic_link_url(self._config.public_url, link.token), minutes, ends_at
 
     async def _staff_unread_email(self, job: Job) -> Receipt:
         user = await self._recipient(job)
@@ -240,7 +246,7 @@ class Deliverer:
             raise PermanentFailure("recipient is not staff")
         address = await self._email_address(user)
         link = render.conversation_url(self._config.public_url, job.conversation_id)
-        return await self.email.send(render.staff_unread_email(address, await self._brand(user), link))
+        return await self.email.send(self._render.staff_unread_email(address, await self._brand(user), link))
 
     async def _account_notice(self, job: Job) -> Receipt:
         if job.notice not in ("locked", "invitation", "password_reset"):
@@ -248,16 +254,19 @@ class Deliverer:
         user = await self._recipient(job, same_practice=False)
         address = await self._email_address(user)
         brand = await self._brand(user)
+        is_client = user.role == auth_pb.ROLE_CLIENT
         if job.notice == "locked":
-            return await self.email.send(render.account_locked_email(address, brand, job.notice_minutes))
+            recipient = "client" if is_client else "owner" if user.role == auth_pb.ROLE_OWNER else "staff"
+            return await self.email.send(
+                self._render.account_locked_email(address, brand, job.notice_minutes, recipient=recipient))
         # Invitations and password resets.
         if not job.link_token:
             raise PermanentFailure("notice has no link")
         url = render.credential_link_url(self._config.public_url, job.link_token)
         if job.notice == "invitation":
-            email = render.invitation_email(address, brand, url, is_client=user.role == auth_pb.ROLE_CLIENT)
+            email = self._render.invitation_email(address, brand, url, is_client=is_client)
         else:
-            email = render.password_reset_email(address, brand, url)
+            email = self._render.password_reset_email(address, brand, url)
         return await self.email.send(email)
 
     async def _message_sms(self, job: Job) -> Receipt:
@@ -268,7 +277,7 @@ class Deliverer:
         if not answer.allowed or not answer.phone_number:
             raise Skip(NO_CONSENT)
         user = await self._recipient(job)
-        return await self._text(render.message_sms(answer.phone_number, await self._brand(user)))
+        return await self._text(self._render.message_sms(answer.phone_number, await self._brand(user)))
 
     async def _text(self, sms: Sms) -> Receipt:
         if self.sms is None:
@@ -287,10 +296,15 @@ class Deliverer:
         return user.email
 
     async def _brand(self, user: auth_pb.User) -> render.Branding:
-        """Who the email is from: the practice, or (a discreet client's) a neutral name."""
+        """Who the email is from: the practice (its name, contact and time zone), or (a discreet
+        client's) a neutral name."""
         discreet = user.role == auth_pb.ROLE_CLIENT and await self._storage.is_discreet(user.user_id)
-        name = "" if discreet or not user.practice_id else await self._practice_name(user.practice_id)
-        return render.branding(self._config.sender_name, self._config.discreet_sender_name, name, discreet)
+        practice = await self._practice(user.practice_id) if user.practice_id else auth_pb.Practice()
+        return render.branding(
+            self._config.sender_name, self._config.discreet_sender_name, practice.name, discreet,
+            contact_phone=practice.contact_phone, contact_email=practice.contact_email,
+            time_zone=practice.time_zone,
+        )
 
     async def _recipient(self, job: Job, same_practice: bool = True) -> auth_pb.User:
         try:
@@ -306,9 +320,9 @@ class Deliverer:
                 return user
         raise PermanentFailure("recipient not found")
 
-    async def _practice_name(self, practice_id: str) -> str:
+    async def _practice(self, practice_id: str) -> auth_pb.Practice:
         reply = await self._auth.GetPractice(auth_pb.GetPracticeRequest(practice_id=practice_id))
-        return reply.practice.name
+        return reply.practice
 
 
 class Worker:
