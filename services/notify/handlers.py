@@ -70,6 +70,7 @@ class Recipient:
 
 # A new message to a client gives one email and one text (when consent allows).
 _CLIENT_JOBS = (("message_email", "email"), ("message_sms", "sms"))
+CLIENT_ALERT_KINDS = frozenset(kind for kind, _ in _CLIENT_JOBS)
 
 
 class NotifyHandlers:
@@ -234,9 +235,13 @@ class NotifyHandlers:
             raise InvalidArgument(f"Ask for at most {MAX_STATUS_MESSAGES} messages at a time.")
         wanted = list(dict.fromkeys(m.strip() for m in message_ids if m.strip()))
         rows = await self._storage.list_deliveries(who.practice_id, conversation_id, wanted)
-        await self._storage.record_audit(
+        # Named by client (the recipients of clients' alerts), so the read is found under each.
+        clients = sorted({row.recipient_id for row in rows if row.kind in CLIENT_ALERT_KINDS})
+        await self._storage.record_audits(
             actor=who.subject, action="delivery_status.read", outcome="ok", target=conversation_id,
-            practice_id=who.practice_id, detail={"messages": len(wanted), "deliveries": len(rows)},
+            practice_id=who.practice_id,
+            details=[{"messages": len(wanted), "deliveries": len(rows), **({"client_id": c} if c else {})}
+                     for c in clients or [""]],
         )
         return [Delivery(row, *delivery_state(row)) for row in rows]
 

@@ -245,10 +245,12 @@ class NotifyStorage:
                 " sent_at = CASE WHEN %s = 'sent' THEN %s END, updated_at = %s,"
                 " transport = COALESCE(NULLIF(%s, ''), transport),"
                 " provider_message_id = COALESCE(%s, provider_message_id), link_token = ''"
-                " WHERE job_id = %s AND status = 'pending' AND claim_id IS NOT DISTINCT FROM %s",
+                " WHERE job_id = %s AND status = 'pending' AND claim_id IS NOT DISTINCT FROM %s"
+                " RETURNING practice_id",
                 (status, last_error, status, now, now, transport, provider_message_id, job.job_id, job.claim_id),
             )
-            if cur.rowcount == 0:
+            settled = await cur.fetchone()
+            if settled is None:
                 return False
             covered = 0
             if job.kind == STAFF_UNREAD and covers_through_seq > 0 and status in ("sent", "cancelled"):
@@ -260,14 +262,27 @@ class NotifyStorage:
                      job.conversation_id, job.job_id, covers_through_seq, status),
                 )
                 covered = cur.rowcount
+            # The recipient is the target: a client's alerts and notices are found under the client.
+            # The practice as stored now (an account notice learns it when its recipient is looked up).
             await audit.record(
                 conn, actor=actor, action=f"notification.{job.kind}", outcome=status,
-                target=job.recipient_id or f"job:{job.job_id}", practice_id=job.practice_id,
+                target=job.recipient_id or f"job:{job.job_id}", practice_id=settled[0],
                 detail={"job_id": job.job_id, "conversation_id": job.conversation_id, "event_id": job.event_id,
                         **({"transport": transport} if transport else {}),
                         **({"error": last_error} if last_error else {}), **({"covered": covered} if covered else {})},
             )
         return True
+
+    async def note_practice(self, job: Job, practice_id: str) -> None:
+        """An account notice's practice, learnt from its recipient (auth's notices name only the user):
+        its audit rows then show in the practice owner's trail."""
+        if job.practice_id or not practice_id:
+            return
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE notification_jobs SET practice_id = %s WHERE job_id = %s AND practice_id = ''",
+                (practice_id, job.job_id),
+            )
 
     async def retry_job_later(self, job: Job, delay_seconds: float, last_error: str, *, counts: bool = True) -> None:
         """Try again after ``delay_seconds``; a staff email's reservation of its interval is let go.
@@ -322,11 +337,13 @@ class NotifyStorage:
             )
             return "reserved" if cur.rowcount else "gone"
 
-    async def record_audit(self, *, actor: str, action: str, outcome: str, target: str = "", practice_id: str = "",
-                           detail: dict | None = None) -> None:
+    async def record_audits(self, *, actor: str, action: str, outcome: str, target: str = "", practice_id: str = "",
+                            details: Sequence[dict]) -> None:
+        """One audit row per detail (e.g. one per client a read concerns), in one transaction."""
         async with self.transaction() as conn:
-            await audit.record(conn, actor=actor, action=action, outcome=outcome, target=target,
-                               practice_id=practice_id, detail=detail)
+            for detail in details:
+                await audit.record(conn, actor=actor, action=action, outcome=outcome, target=target,
+                                   practice_id=practice_id, detail=detail)
 
     # -- suppression and provider feedback ---------------------------------------------
 
@@ -373,16 +390,20 @@ class NotifyStorage:
                     "UPDATE notification_jobs SET feedback = %s, updated_at = %s"
                     " WHERE provider_message_id = %s AND status = 'sent'"
                     "   AND NOT (feedback = 'bounced' AND %s = 'delivered')"
-                    " RETURNING job_id, practice_id",
+                    " RETURNING job_id, practice_id, recipient_id",
                     (feedback, now, provider_message_id, feedback),
                 )
                 jobs = await cur.fetchall()
             await conn.execute("UPDATE delivery_feedback SET suppressed = %s WHERE feedback_id = %s",
                                (suppressed, feedback_id))
+            # About the person the email went to (a client's bounce is found under the client).
+            recipients = {recipient for _, _, recipient in jobs if recipient}
             await audit.record(
-                conn, actor=actor, action=f"delivery.{kind}", outcome="recorded", target=f"feedback:{feedback_id}",
+                conn, actor=actor, action=f"delivery.{kind}", outcome="recorded",
+                target=recipients.pop() if len(recipients) == 1 else f"feedback:{feedback_id}",
                 practice_id=jobs[0][1] if jobs else "",
-                detail={"job_ids": [job_id for job_id, _ in jobs], "suppressed": suppressed, "permanent": permanent},
+                detail={"feedback_id": feedback_id, "job_ids": [job_id for job_id, _, _ in jobs],
+                        "suppressed": suppressed, "permanent": permanent},
             )
         return FeedbackResult(suppressed=suppressed, jobs=len(jobs), repeated=False)
 
@@ -413,14 +434,22 @@ class NotifyStorage:
                 " WHERE status = 'failed' AND (%(practice)s::text IS NULL OR practice_id = %(practice)s)"
                 "   AND (cardinality(%(ids)s::bigint[]) = 0 OR job_id = ANY(%(ids)s::bigint[]))"
                 f"  AND {_NOT_REQUEUEABLE}"
-                " RETURNING job_id",
+                " RETURNING job_id, practice_id, recipient_id",
                 {"now": now, "practice": practice_id, "ids": list(job_ids)},
             )
-            requeued = sorted(row[0] for row in await cur.fetchall())
-            await audit.record(
-                conn, actor=actor, action="notification.requeue", outcome="requeued", practice_id=practice_id or "",
-                detail={"job_ids": requeued[:500], "requeued": len(requeued), "asked": len(job_ids)},
-            )
+            rows = sorted(await cur.fetchall())
+            requeued = [job_id for job_id, _, _ in rows]
+            # One row per practice and recipient, so each shows in its practice's trail under the
+            # person (a client's requeued alerts under the client); one row when nothing was requeued.
+            groups: dict[tuple[str, str], list[int]] = {}
+            for job_id, job_practice, recipient in rows:
+                groups.setdefault((job_practice, recipient), []).append(job_id)
+            for (job_practice, recipient), ids in sorted(groups.items()) or [((practice_id or "", ""), [])]:
+                await audit.record(
+                    conn, actor=actor, action="notification.requeue", outcome="requeued", target=recipient,
+                    practice_id=job_practice,
+                    detail={"job_ids": ids[:500], "requeued": len(requeued), "asked": len(job_ids)},
+                )
             if requeued:
                 await self.wake_workers(conn)
         return requeued

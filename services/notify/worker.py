@@ -252,6 +252,8 @@ class Deliverer:
         if job.notice not in ("locked", "invitation", "password_reset"):
             raise PermanentFailure(f"unknown notice {job.notice}")
         user = await self._recipient(job, same_practice=False)
+        # auth's notices name only the user: the practice, for the audit trail, comes from auth now.
+        await self._storage.note_practice(job, user.practice_id)
         address = await self._email_address(user)
         brand = await self._brand(user)
         is_client = user.role == auth_pb.ROLE_CLIENT

@@ -148,6 +148,10 @@ async def test_a_lock_emails_the_owner_once_without_phi(stack):
         (owner.user_id,),
     )
     assert (status, audited) == ("sent", 1)
+    # auth's notice names only the user: the audit row carries their practice, for the owner's trail.
+    assert await stack.sql(
+        stack.notify_url, "SELECT practice_id FROM audit_events WHERE action = 'notification.account_notice'"
+        " AND target = %s", (owner.user_id,)) == [(practice.practice.practice_id,)]
 
     # The lock ends (its stored end moved into the past); failing again locks again: one more email.
     await stack.sql(stack.auth_url, "UPDATE sign_in_throttle SET blocked_until = now() - interval '1 second'")
