@@ -24,7 +24,7 @@ from services.common.errors import (
 )
 from services.common.identity import Principal, caller, require_service, require_staff, require_user
 from services.notify.config import NotifyConfig
-from services.notify.storage import DeliveryRow, MailboxRow, NotifyStorage
+from services.notify.storage import HOLD_FOR_INVITATION, SENT_TOGETHER, DeliveryRow, MailboxRow, NotifyStorage
 
 log = logging.getLogger("confidant.notify")
 
@@ -338,6 +338,8 @@ class NotifyHandlers:
 def delivery_state(row: DeliveryRow) -> tuple[str, str]:
     """(state, detail) of one job as staff see it; details are fixed words and error codes, never PHI."""
     if row.status == "pending":
+        if row.last_error == HOLD_FOR_INVITATION:
+            return "queued", "waiting a moment for the client's Client Portal invitation, to send both in one email"
         if row.attempts:
             return "queued", f"waiting to try again after a temporary failure ({row.last_error})"
         return "queued", "waiting to be sent"
@@ -358,6 +360,8 @@ def delivery_state(row: DeliveryRow) -> tuple[str, str]:
     if row.status == "failed":
         return "failed", f"gave up: {row.last_error}"
     if row.status == "coalesced":
+        if row.last_error == SENT_TOGETHER:
+            return "not_needed", SENT_TOGETHER
         return "not_needed", "an earlier alert covers this burst of messages"
     if row.last_error == "read":
         return "not_needed", "read before the email was due"

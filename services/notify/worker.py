@@ -29,6 +29,16 @@ closes it, so a backlog drains by itself when the provider returns. An address
 on the suppression list (a permanent bounce, a complaint) is not sent to and the
 job is recorded as suppressed.
 
+One email instead of two. Enabling a client who has no password invites them (auth's
+notice) just before the clinician's first message alerts them (messaging's relay): the two
+reach notify within a second, in either order. A client's invitation therefore waits up to
+``invitation_hold_seconds`` for a message alert, and a client's first alert while they have
+no password (and no invitation has come) waits as long for the invitation; whichever of the
+pair is handled second sends one email carrying both, records the alert as sent and settles
+the invitation as covered by it, in one transaction. The pairing is decided under a lock per
+recipient and leases the partner to the same claim, so the lease rules above hold for both;
+if the email does not go, the partner is let go to be sent (or paired) again.
+
 A staff unread email is due some minutes after its message. When it is due the
 worker first takes the (staff member, conversation) pair's email interval (or
 postpones the job until it reopens), then asks messaging whether the person has
@@ -46,7 +56,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -63,7 +73,7 @@ from services.notify import render
 from services.notify.config import NotifyConfig
 from services.notify.handlers import NO_CONSENT
 from services.notify.metrics import NotifyMetrics
-from services.notify.storage import STAFF_UNREAD, WAKE_CHANNEL, Job, NotifyStorage
+from services.notify.storage import MESSAGE_EMAIL, STAFF_UNREAD, WAKE_CHANNEL, Job, NotifyStorage
 from services.notify.transports import Email, ProviderError, Sms, TransientError, Transports
 
 log = logging.getLogger("confidant.notify.worker")
@@ -91,6 +101,14 @@ class Skip(Exception):
 
 class Suppressed(Exception):
     """The address is on the suppression list; the message is the reason (no address)."""
+
+
+class Held(Exception):
+    """The job was postponed to wait for its partner (an invitation for an alert, or the reverse)."""
+
+
+class Gone(Exception):
+    """The job is no longer this worker's: settled meanwhile, or taken into another's combined email."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -151,6 +169,8 @@ class Receipt:
 
     transport: str
     provider_message_id: str
+    # The job the same email covered (a client's invitation with their message alert, or the reverse).
+    together: Job | None = None
 
 
 class Outbound:
@@ -225,6 +245,9 @@ class Deliverer:
         user = await self._recipient(job)
         address = await self._email_address(user)
         brand = await self._brand(user)
+        partner = await self._pair(job, user)
+        if partner is not None:
+            return await self._together(job, partner, user, address, brand)
         url, minutes, ends_at = await self._magic_link(job)
         return await self.email.send(self._render.message_email(address, brand, url, minutes, ends_at))
 
@@ -239,6 +262,39 @@ class Deliverer:
             ends_at = link.expires_at.ToDatetime(tzinfo=UTC)
             minutes = max(1, round((ends_at - datetime.now(UTC)).total_seconds() / 60))
         return render.magic_link_url(self._config.public_url, link.token), minutes, ends_at
+
+    async def _pair(self, job: Job, user: auth_pb.User) -> Job | None:
+        """The job's partner for a combined email, or None to send it alone; raises Held or Gone.
+
+        A client with no password may be about to receive their invitation: their first alert waits for it.
+        """
+        if self._config.invitation_hold_seconds <= 0:
+            return None
+        pairing = await self._storage.pair_alert_and_invitation(
+            job, practice_id=user.practice_id, window_seconds=self._config.invitation_hold_seconds,
+            lease_seconds=self._config.claim_lease_seconds,
+            await_invitation=job.kind == MESSAGE_EMAIL and not user.has_password,
+        )
+        if pairing.outcome == "held":
+            raise Held()
+        if pairing.outcome == "gone":
+            raise Gone()
+        return pairing.partner
+
+    async def _together(self, job: Job, partner: Job, user: auth_pb.User, address: str,
+                        brand: render.Branding) -> Receipt:
+        """One email for a client's message alert and Client Portal invitation."""
+        alert, invitation = (job, partner) if job.kind == MESSAGE_EMAIL else (partner, job)
+        try:
+            url, minutes, ends_at = await self._magic_link(alert)
+            invitation_url = render.credential_link_url(self._config.public_url, invitation.link_token)
+            email = self._render.message_and_invitation_email(address, brand, url, minutes, invitation_url, ends_at)
+            receipt = await self.email.send(email)
+        except BaseException:
+            # Not sent: the partner goes back to the queue, to be sent (or paired) by itself.
+            await asyncio.shield(self._storage.release_partner(partner, self._config.retry_base_seconds))
+            raise
+        return replace(receipt, together=partner)
 
     async def _staff_unread_email(self, job: Job) -> Receipt:
         user = await self._recipient(job)
@@ -266,6 +322,10 @@ class Deliverer:
             raise PermanentFailure("notice has no link")
         url = render.credential_link_url(self._config.public_url, job.link_token)
         if job.notice == "invitation":
+            if is_client:
+                partner = await self._pair(job, user)
+                if partner is not None:
+                    return await self._together(job, partner, user, address, brand)
             email = self._render.invitation_email(address, brand, url, is_client=is_client)
         else:
             email = self._render.password_reset_email(address, brand, url)
@@ -359,15 +419,23 @@ class Worker:
         """Claim one batch of due jobs and deliver them; return how many were handled.
 
         Staff emails of the same person and conversation are handled one after the
-        other, so the first one's email (or the read cursor it found) settles the rest.
+        other, so the first one's email (or the read cursor it found) settles the rest;
+        so are a person's invitation and message alerts (one email may cover both).
         """
         async with self._batch:
             paused = [channel for channel, breaker in self._deliverer.breakers().items() if breaker.is_open()]
             jobs = await self._storage.claim_due_jobs(
                 self._config.batch_size, self._config.claim_lease_seconds, paused)
             lanes: dict[tuple, list[Job]] = {}
+            invited = {job.recipient_id for job in jobs if job.is_invitation}
             for job in jobs:
-                key = (job.recipient_id, job.conversation_id) if job.kind == STAFF_UNREAD else (job.job_id,)
+                if job.kind == STAFF_UNREAD:
+                    key: tuple = (job.recipient_id, job.conversation_id)
+                elif job.kind in (MESSAGE_EMAIL, "account_notice") and job.recipient_id in invited:
+                    # A client's invitation and alert may make one email: one after the other.
+                    key = ("invited", job.recipient_id)
+                else:
+                    key = (job.job_id,)
                 lanes.setdefault(key, []).append(job)
             if lanes:
                 await asyncio.gather(*(self._handle_in_order(lane) for lane in lanes.values()))
@@ -391,6 +459,12 @@ class Worker:
                 if covers_through_seq is None:
                     return
             receipt = await self._deliverer.deliver(job)
+        except Held:
+            log.info("notification held for its partner", extra={"fields": fields})
+            return
+        except Gone:
+            log.info("notification settled elsewhere", extra={"fields": fields})
+            return
         except Skip as exc:
             await self._settle(job, "skipped", fields, last_error=str(exc))
             return
@@ -405,9 +479,23 @@ class Worker:
         except Exception as exc:
             await self._failed(job, exc, fields)
             return
+        if receipt.together is not None:
+            await self._settle_together(job, receipt, {**fields, "transport": receipt.transport})
+            return
         await self._settle(job, "sent", {**fields, "transport": receipt.transport},
                            covers_through_seq=covers_through_seq, transport=receipt.transport,
                            provider_message_id=receipt.provider_message_id)
+
+    async def _settle_together(self, job: Job, receipt: Receipt, fields: dict) -> None:
+        """One email went for a client's alert and invitation: the alert sent, the invitation covered."""
+        partner = receipt.together
+        assert partner is not None
+        if await self._storage.finish_together(job, partner, transport=receipt.transport,
+                                               provider_message_id=receipt.provider_message_id):
+            self._attempts.labels(channel=job.channel, outcome="sent").inc()
+            log.info("notification sent", extra={"fields": {**fields, "together_with": partner.job_id}})
+        else:
+            log.warning("notification lease lost", extra={"fields": {**fields, "outcome": "sent"}})
 
     async def _settle(self, job: Job, status: str, fields: dict, **outcome) -> None:
         """Finish the job (if it is still ours), count the attempt and log it (ids and reasons only)."""
