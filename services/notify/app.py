@@ -15,6 +15,7 @@ from services.common.clock import Clock, SystemClock
 from services.common.db import prepare_database
 from services.common.server import GrpcService
 from services.common.tokens import ServiceTokenSource, TokenSigner, TokenVerifier, auth_key_fetcher
+from services.notify import render
 from services.notify.config import NotifyConfig
 from services.notify.handlers import NotifyHandlers
 from services.notify.metrics import NotifyMetrics
@@ -48,6 +49,8 @@ async def create_service(
     deliverer = Deliverer(
         config, auth, consent_grpc.ConsentServiceStub(consent_channel),
         transports or build_transports(config, storage), storage, clock, metrics,
+        # Every email and text, from templates/ through one Jinja2 environment built here.
+        render.Renderer(render.environment()),
     )
     worker = Worker(config, storage, deliverer, messaging_grpc.MessagingServiceStub(messaging_channel), metrics)
     unsubscribe = clock.on_advance(worker.drain)

@@ -27,7 +27,8 @@ SMTP_STARTTLS, SMTP_TLS = "starttls", "tls"
 PRACTICE_PLACEHOLDER = "{practice}"
 # Settings where 0 means "no coalescing" / "no delay" / "no limit".
 _ZERO_ALLOWED = frozenset(
-    {"NOTIFY_BURST_SECONDS", "NOTIFY_STAFF_UNREAD_DELAY_SECONDS", "NOTIFY_STAFF_EMAIL_INTERVAL_SECONDS"}
+    {"NOTIFY_BURST_SECONDS", "NOTIFY_STAFF_UNREAD_DELAY_SECONDS", "NOTIFY_STAFF_EMAIL_INTERVAL_SECONDS",
+     "NOTIFY_INVITATION_HOLD_SECONDS"}
 )
 
 
@@ -57,9 +58,10 @@ class NotifyConfig:
     sms_transport: str = TRANSPORT_MAILBOX
     # The From address of every email (required for ses and smtp).
     email_from: str = ""
-    # The From display name; {practice} becomes the practice's name (emails without a practice say "Confidant").
+    # The From display name; {practice} becomes the practice's name.
     sender_name: str = PRACTICE_PLACEHOLDER
-    # The From display name of a discreet client's alerts: names no practice.
+    # The From display name of a discreet client's alerts (and of the rare email with no practice
+    # name to give): names no practice, and never the vendor.
     discreet_sender_name: str = "Secure Messages"
     # SES: the configuration set that publishes bounces, complaints and deliveries to SNS.
     ses_configuration_set: str | None = None
@@ -73,6 +75,10 @@ class NotifyConfig:
     staff_unread_delay_seconds: int = 900
     # ... and at most one per conversation this often (later messages wait for the window to reopen).
     staff_email_interval_seconds: int = 3600
+    # A client's Client Portal invitation and a message alert within this window of each other make
+    # one email: an invitation waits this long for an alert, and a client's first alert while they
+    # have no password waits this long for the invitation (0: each goes alone, at once).
+    invitation_hold_seconds: int = 60
     # The worker wakes on every enqueue (LISTEN/NOTIFY) and also polls this often.
     poll_interval_seconds: float = 1.0
     batch_size: int = 20
@@ -130,6 +136,7 @@ class NotifyConfig:
             burst_seconds=env.int("NOTIFY_BURST_SECONDS", 120),
             staff_unread_delay_seconds=env.int("NOTIFY_STAFF_UNREAD_DELAY_SECONDS", 900),
             staff_email_interval_seconds=env.int("NOTIFY_STAFF_EMAIL_INTERVAL_SECONDS", 3600),
+            invitation_hold_seconds=env.int("NOTIFY_INVITATION_HOLD_SECONDS", 60),
             poll_interval_seconds=env.float("NOTIFY_POLL_INTERVAL_SECONDS", 1.0),
             batch_size=env.int("NOTIFY_BATCH_SIZE", 20),
             max_attempts=env.int("NOTIFY_MAX_ATTEMPTS", 5),
@@ -143,6 +150,7 @@ class NotifyConfig:
             ("NOTIFY_BURST_SECONDS", config.burst_seconds),
             ("NOTIFY_STAFF_UNREAD_DELAY_SECONDS", config.staff_unread_delay_seconds),
             ("NOTIFY_STAFF_EMAIL_INTERVAL_SECONDS", config.staff_email_interval_seconds),
+            ("NOTIFY_INVITATION_HOLD_SECONDS", config.invitation_hold_seconds),
             ("NOTIFY_POLL_INTERVAL_SECONDS", config.poll_interval_seconds),
             ("NOTIFY_BATCH_SIZE", config.batch_size),
             ("NOTIFY_MAX_ATTEMPTS", config.max_attempts),

@@ -24,7 +24,7 @@ from services.common.errors import (
 )
 from services.common.identity import Principal, caller, require_service, require_staff, require_user
 from services.notify.config import NotifyConfig
-from services.notify.storage import DeliveryRow, MailboxRow, NotifyStorage
+from services.notify.storage import HOLD_FOR_INVITATION, SENT_TOGETHER, DeliveryRow, MailboxRow, NotifyStorage
 
 log = logging.getLogger("confidant.notify")
 
@@ -70,6 +70,7 @@ class Recipient:
 
 # A new message to a client gives one email and one text (when consent allows).
 _CLIENT_JOBS = (("message_email", "email"), ("message_sms", "sms"))
+CLIENT_ALERT_KINDS = frozenset(kind for kind, _ in _CLIENT_JOBS)
 
 
 class NotifyHandlers:
@@ -234,9 +235,13 @@ class NotifyHandlers:
             raise InvalidArgument(f"Ask for at most {MAX_STATUS_MESSAGES} messages at a time.")
         wanted = list(dict.fromkeys(m.strip() for m in message_ids if m.strip()))
         rows = await self._storage.list_deliveries(who.practice_id, conversation_id, wanted)
-        await self._storage.record_audit(
+        # Named by client (the recipients of clients' alerts), so the read is found under each.
+        clients = sorted({row.recipient_id for row in rows if row.kind in CLIENT_ALERT_KINDS})
+        await self._storage.record_audits(
             actor=who.subject, action="delivery_status.read", outcome="ok", target=conversation_id,
-            practice_id=who.practice_id, detail={"messages": len(wanted), "deliveries": len(rows)},
+            practice_id=who.practice_id,
+            details=[{"messages": len(wanted), "deliveries": len(rows), **({"client_id": c} if c else {})}
+                     for c in clients or [""]],
         )
         return [Delivery(row, *delivery_state(row)) for row in rows]
 
@@ -333,6 +338,8 @@ class NotifyHandlers:
 def delivery_state(row: DeliveryRow) -> tuple[str, str]:
     """(state, detail) of one job as staff see it; details are fixed words and error codes, never PHI."""
     if row.status == "pending":
+        if row.last_error == HOLD_FOR_INVITATION:
+            return "queued", "waiting a moment for the client's Client Portal invitation, to send both in one email"
         if row.attempts:
             return "queued", f"waiting to try again after a temporary failure ({row.last_error})"
         return "queued", "waiting to be sent"
@@ -353,6 +360,8 @@ def delivery_state(row: DeliveryRow) -> tuple[str, str]:
     if row.status == "failed":
         return "failed", f"gave up: {row.last_error}"
     if row.status == "coalesced":
+        if row.last_error == SENT_TOGETHER:
+            return "not_needed", SENT_TOGETHER
         return "not_needed", "an earlier alert covers this burst of messages"
     if row.last_error == "read":
         return "not_needed", "read before the email was due"

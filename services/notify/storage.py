@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import psycopg
@@ -20,7 +20,16 @@ WAKE_CHANNEL = "notify_jobs"
 _BURST_LOCK_SPACE = 54_001
 # ... and the staff email interval per (staff member, conversation).
 _STAFF_LOCK_SPACE = 54_002
+# ... and the pairing of a client's invitation with a message alert, per recipient.
+_PAIR_LOCK_SPACE = 54_003
 STAFF_UNREAD = "staff_unread_email"
+MESSAGE_EMAIL = "message_email"
+# What a job covered by the combined email says (its status is 'coalesced').
+SENT_TOGETHER = "sent together with the message alert"
+# What a held job says while it waits for its partner (its status stays 'pending').
+HOLD_FOR_INVITATION = "waiting for the Client Portal invitation, to send both in one email"
+HOLD_FOR_ALERT = "waiting for a message alert, to send both in one email"
+_INVITATION = "kind = 'account_notice' AND notice = 'invitation'"
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,24 @@ class Job:
     seq: int = 0  # A staff unread email's message: its seq in the conversation (0: unknown)
     message_id: str = ""  # The message an alert is about ('' for notices and older jobs)
     claim_id: uuid.UUID | None = None  # The lease this worker holds on the job
+    created_at: datetime | None = None
+
+    @property
+    def is_invitation(self) -> bool:
+        return self.kind == "account_notice" and self.notice == "invitation"
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """What the worker does with a client's message alert or invitation (``pair_alert_and_invitation``).
+
+    'together': send one email for both (``partner`` is now leased to this worker too);
+    'alone': send it by itself; 'held': postponed to wait for its partner; 'gone': no longer
+    this worker's (settled, or taken by another worker's pairing).
+    """
+
+    outcome: str
+    partner: Job | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +105,7 @@ class FeedbackResult:
 
 _JOB_COLUMNS = (
     "job_id, kind, channel, event_id, practice_id, conversation_id, recipient_id, to_address, body, attempts,"
-    " notice, notice_minutes, link_token, seq, message_id, claim_id"
+    " notice, notice_minutes, link_token, seq, message_id, claim_id, created_at"
 )
 # Alerts about messages (what ListDeliveryStatus shows).
 MESSAGE_KINDS = ("message_email", "message_sms", STAFF_UNREAD)
@@ -245,10 +272,12 @@ class NotifyStorage:
                 " sent_at = CASE WHEN %s = 'sent' THEN %s END, updated_at = %s,"
                 " transport = COALESCE(NULLIF(%s, ''), transport),"
                 " provider_message_id = COALESCE(%s, provider_message_id), link_token = ''"
-                " WHERE job_id = %s AND status = 'pending' AND claim_id IS NOT DISTINCT FROM %s",
+                " WHERE job_id = %s AND status = 'pending' AND claim_id IS NOT DISTINCT FROM %s"
+                " RETURNING practice_id",
                 (status, last_error, status, now, now, transport, provider_message_id, job.job_id, job.claim_id),
             )
-            if cur.rowcount == 0:
+            settled = await cur.fetchone()
+            if settled is None:
                 return False
             covered = 0
             if job.kind == STAFF_UNREAD and covers_through_seq > 0 and status in ("sent", "cancelled"):
@@ -260,14 +289,159 @@ class NotifyStorage:
                      job.conversation_id, job.job_id, covers_through_seq, status),
                 )
                 covered = cur.rowcount
+            # The recipient is the target: a client's alerts and notices are found under the client.
+            # The practice as stored now (an account notice learns it when its recipient is looked up).
             await audit.record(
                 conn, actor=actor, action=f"notification.{job.kind}", outcome=status,
-                target=job.recipient_id or f"job:{job.job_id}", practice_id=job.practice_id,
+                target=job.recipient_id or f"job:{job.job_id}", practice_id=settled[0],
                 detail={"job_id": job.job_id, "conversation_id": job.conversation_id, "event_id": job.event_id,
                         **({"transport": transport} if transport else {}),
                         **({"error": last_error} if last_error else {}), **({"covered": covered} if covered else {})},
             )
         return True
+
+    async def note_practice(self, job: Job, practice_id: str) -> None:
+        """An account notice's practice, learnt from its recipient (auth's notices name only the user):
+        its audit rows then show in the practice owner's trail."""
+        if job.practice_id or not practice_id:
+            return
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE notification_jobs SET practice_id = %s WHERE job_id = %s AND practice_id = ''",
+                (practice_id, job.job_id),
+            )
+
+    # -- a client's invitation and message alert in one email -----------------------------
+
+    async def pair_alert_and_invitation(
+        self, job: Job, *, practice_id: str, window_seconds: int, lease_seconds: float, await_invitation: bool
+    ) -> Pairing:
+        """Decide, under the recipient's lock, whether ``job`` (a client's message alert or Client
+        Portal invitation) goes with its partner, alone, or waits for one.
+
+        The partner is the recipient's pending job of the other kind (of the recipient's practice,
+        ``practice_id``) created within ``window_seconds`` of this one, and not being sent by another worker (a job being sent
+        has ``sent_at`` set, as staff emails reserve their interval, until its lease lapses). It is
+        leased to this worker (its claim id replaced: whoever held it before now finds it gone).
+        Without one, an invitation waits until ``window_seconds`` after it was created; so does an
+        alert when ``await_invitation`` (the client has no password) and it is the client's first
+        alert and no invitation of theirs has come yet. Otherwise the job is marked as being sent.
+        """
+        now = self._clock.now()
+        async with self.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_PAIR_LOCK_SPACE, job.recipient_id))
+            cur = await conn.execute(
+                "SELECT created_at FROM notification_jobs"
+                " WHERE job_id = %s AND status = 'pending' AND claim_id IS NOT DISTINCT FROM %s FOR UPDATE",
+                (job.job_id, job.claim_id),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return Pairing("gone")
+            created_at = row[0]
+            partner_kind = (
+                f"{_INVITATION} AND link_token <> '' AND practice_id IN ('', %(practice)s)" if job.kind == MESSAGE_EMAIL
+                else "kind = 'message_email' AND practice_id = %(practice)s"
+            )
+            async with conn.cursor(row_factory=class_row(Job)) as rows:
+                await rows.execute(
+                    f"SELECT {_JOB_COLUMNS} FROM notification_jobs"
+                    f" WHERE recipient_id = %(recipient)s AND {partner_kind} AND status = 'pending'"
+                    "   AND job_id <> %(job)s"
+                    "   AND created_at BETWEEN %(created)s - make_interval(secs => %(window)s)"
+                    "                      AND %(created)s + make_interval(secs => %(window)s)"
+                    "   AND (sent_at IS NULL OR next_attempt_at <= %(now)s)"
+                    " ORDER BY created_at, job_id LIMIT 1 FOR UPDATE",
+                    {"recipient": job.recipient_id, "job": job.job_id, "created": created_at,
+                     "window": window_seconds, "now": now, "practice": practice_id},
+                )
+                partner = await rows.fetchone()
+            if partner is not None:
+                await conn.execute(
+                    "UPDATE notification_jobs SET claim_id = %s, sent_at = %s,"
+                    " next_attempt_at = %s + make_interval(secs => %s) WHERE job_id = %s",
+                    (job.claim_id, now, now, lease_seconds, partner.job_id),
+                )
+                await self._mark_sending(conn, job, now)
+                return Pairing("together", replace(partner, claim_id=job.claim_id))
+            hold_until = created_at + timedelta(seconds=window_seconds)
+            wait = now < hold_until and (job.is_invitation or (await_invitation and await self._first_alert(conn, job)))
+            if wait:
+                await conn.execute(
+                    "UPDATE notification_jobs SET next_attempt_at = %s, last_error = %s, sent_at = NULL,"
+                    " updated_at = %s WHERE job_id = %s",
+                    (hold_until, HOLD_FOR_ALERT if job.is_invitation else HOLD_FOR_INVITATION, now, job.job_id),
+                )
+                return Pairing("held")
+            await self._mark_sending(conn, job, now)
+            return Pairing("alone")
+
+    @staticmethod
+    async def _mark_sending(conn: psycopg.AsyncConnection, job: Job, now: datetime) -> None:
+        await conn.execute("UPDATE notification_jobs SET sent_at = %s WHERE job_id = %s", (now, job.job_id))
+
+    @staticmethod
+    async def _first_alert(conn: psycopg.AsyncConnection, job: Job) -> bool:
+        """No earlier message alert and no invitation for the recipient: one may be on its way
+        (enabling a client with no password invites them just before the first message)."""
+        cur = await conn.execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM notification_jobs WHERE recipient_id = %s"
+            f"   AND (({_INVITATION}) OR (kind = 'message_email' AND job_id < %s)))",
+            (job.recipient_id, job.job_id),
+        )
+        return (await cur.fetchone())[0]
+
+    async def release_partner(self, partner: Job, delay_seconds: float) -> None:
+        """The combined email did not go: the partner is due again by itself (no worker holds it)."""
+        now = self._clock.now()
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE notification_jobs SET claim_id = NULL, sent_at = NULL,"
+                " next_attempt_at = %s + make_interval(secs => %s), updated_at = %s"
+                " WHERE job_id = %s AND status = 'pending' AND claim_id IS NOT DISTINCT FROM %s",
+                (now, delay_seconds, now, partner.job_id, partner.claim_id),
+            )
+
+    async def finish_together(self, job: Job, partner: Job, *, transport: str, provider_message_id: str,
+                              actor: str = "service:notify") -> bool:
+        """The combined email went: in one transaction, the alert is 'sent' (with the provider's id,
+        so feedback and delivery status find it) and the invitation 'coalesced' into it, each with
+        its audit row. False when ``job`` was no longer this worker's."""
+        alert, invitation = (job, partner) if job.kind == MESSAGE_EMAIL else (partner, job)
+        now = self._clock.now()
+        settled: dict[int, str] = {}
+        async with self.transaction() as conn:
+            cur = await conn.execute(
+                "UPDATE notification_jobs SET status = 'sent', last_error = '', attempts = attempts + 1, sent_at = %s,"
+                " updated_at = %s, transport = %s, provider_message_id = %s"
+                " WHERE job_id = %s AND status = 'pending' AND claim_id IS NOT DISTINCT FROM %s RETURNING practice_id",
+                (now, now, transport, provider_message_id, alert.job_id, alert.claim_id),
+            )
+            if (row := await cur.fetchone()) is not None:
+                settled[alert.job_id] = row[0]
+            cur = await conn.execute(
+                "UPDATE notification_jobs SET status = 'coalesced', last_error = %s, attempts = attempts + 1,"
+                " sent_at = %s, updated_at = %s, transport = %s, link_token = '',"
+                " practice_id = CASE WHEN practice_id = '' THEN %s ELSE practice_id END"
+                " WHERE job_id = %s AND status = 'pending' AND claim_id IS NOT DISTINCT FROM %s RETURNING practice_id",
+                (SENT_TOGETHER, now, now, transport, alert.practice_id, invitation.job_id, invitation.claim_id),
+            )
+            if (row := await cur.fetchone()) is not None:
+                settled[invitation.job_id] = row[0]
+            if alert.job_id in settled:
+                await audit.record(
+                    conn, actor=actor, action=f"notification.{alert.kind}", outcome="sent", target=alert.recipient_id,
+                    practice_id=settled[alert.job_id],
+                    detail={"job_id": alert.job_id, "conversation_id": alert.conversation_id,
+                            "event_id": alert.event_id, "transport": transport, "with_invitation": invitation.job_id},
+                )
+            if invitation.job_id in settled:
+                await audit.record(
+                    conn, actor=actor, action=f"notification.{invitation.kind}", outcome="coalesced",
+                    target=invitation.recipient_id, practice_id=settled[invitation.job_id],
+                    detail={"job_id": invitation.job_id, "transport": transport, "sent_with": alert.job_id},
+                )
+        return job.job_id in settled
 
     async def retry_job_later(self, job: Job, delay_seconds: float, last_error: str, *, counts: bool = True) -> None:
         """Try again after ``delay_seconds``; a staff email's reservation of its interval is let go.
@@ -322,11 +496,13 @@ class NotifyStorage:
             )
             return "reserved" if cur.rowcount else "gone"
 
-    async def record_audit(self, *, actor: str, action: str, outcome: str, target: str = "", practice_id: str = "",
-                           detail: dict | None = None) -> None:
+    async def record_audits(self, *, actor: str, action: str, outcome: str, target: str = "", practice_id: str = "",
+                            details: Sequence[dict]) -> None:
+        """One audit row per detail (e.g. one per client a read concerns), in one transaction."""
         async with self.transaction() as conn:
-            await audit.record(conn, actor=actor, action=action, outcome=outcome, target=target,
-                               practice_id=practice_id, detail=detail)
+            for detail in details:
+                await audit.record(conn, actor=actor, action=action, outcome=outcome, target=target,
+                                   practice_id=practice_id, detail=detail)
 
     # -- suppression and provider feedback ---------------------------------------------
 
@@ -373,16 +549,20 @@ class NotifyStorage:
                     "UPDATE notification_jobs SET feedback = %s, updated_at = %s"
                     " WHERE provider_message_id = %s AND status = 'sent'"
                     "   AND NOT (feedback = 'bounced' AND %s = 'delivered')"
-                    " RETURNING job_id, practice_id",
+                    " RETURNING job_id, practice_id, recipient_id",
                     (feedback, now, provider_message_id, feedback),
                 )
                 jobs = await cur.fetchall()
             await conn.execute("UPDATE delivery_feedback SET suppressed = %s WHERE feedback_id = %s",
                                (suppressed, feedback_id))
+            # About the person the email went to (a client's bounce is found under the client).
+            recipients = {recipient for _, _, recipient in jobs if recipient}
             await audit.record(
-                conn, actor=actor, action=f"delivery.{kind}", outcome="recorded", target=f"feedback:{feedback_id}",
+                conn, actor=actor, action=f"delivery.{kind}", outcome="recorded",
+                target=recipients.pop() if len(recipients) == 1 else f"feedback:{feedback_id}",
                 practice_id=jobs[0][1] if jobs else "",
-                detail={"job_ids": [job_id for job_id, _ in jobs], "suppressed": suppressed, "permanent": permanent},
+                detail={"feedback_id": feedback_id, "job_ids": [job_id for job_id, _, _ in jobs],
+                        "suppressed": suppressed, "permanent": permanent},
             )
         return FeedbackResult(suppressed=suppressed, jobs=len(jobs), repeated=False)
 
@@ -413,14 +593,22 @@ class NotifyStorage:
                 " WHERE status = 'failed' AND (%(practice)s::text IS NULL OR practice_id = %(practice)s)"
                 "   AND (cardinality(%(ids)s::bigint[]) = 0 OR job_id = ANY(%(ids)s::bigint[]))"
                 f"  AND {_NOT_REQUEUEABLE}"
-                " RETURNING job_id",
+                " RETURNING job_id, practice_id, recipient_id",
                 {"now": now, "practice": practice_id, "ids": list(job_ids)},
             )
-            requeued = sorted(row[0] for row in await cur.fetchall())
-            await audit.record(
-                conn, actor=actor, action="notification.requeue", outcome="requeued", practice_id=practice_id or "",
-                detail={"job_ids": requeued[:500], "requeued": len(requeued), "asked": len(job_ids)},
-            )
+            rows = sorted(await cur.fetchall())
+            requeued = [job_id for job_id, _, _ in rows]
+            # One row per practice and recipient, so each shows in its practice's trail under the
+            # person (a client's requeued alerts under the client); one row when nothing was requeued.
+            groups: dict[tuple[str, str], list[int]] = {}
+            for job_id, job_practice, recipient in rows:
+                groups.setdefault((job_practice, recipient), []).append(job_id)
+            for (job_practice, recipient), ids in sorted(groups.items()) or [((practice_id or "", ""), [])]:
+                await audit.record(
+                    conn, actor=actor, action="notification.requeue", outcome="requeued", target=recipient,
+                    practice_id=job_practice,
+                    detail={"job_ids": ids[:500], "requeued": len(requeued), "asked": len(job_ids)},
+                )
             if requeued:
                 await self.wake_workers(conn)
         return requeued

@@ -38,8 +38,6 @@ from services.notify.config import (
 )
 from services.notify.storage import NotifyStorage
 
-DEFAULT_SENDER_NAME = "Confidant"
-
 
 @dataclass(frozen=True)
 class Email:
@@ -47,8 +45,8 @@ class Email:
     subject: str
     text_body: str
     html_body: str
-    # The From display name (the practice, or a neutral name for discreet alerts).
-    sender_name: str = DEFAULT_SENDER_NAME
+    # The From display name: the practice, or the neutral name (discreet alerts); never the vendor's.
+    sender_name: str
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,16 @@ closes it, so a backlog drains by itself when the provider returns. An address
 on the suppression list (a permanent bounce, a complaint) is not sent to and the
 job is recorded as suppressed.
 
+One email instead of two. Enabling a client who has no password invites them (auth's
+notice) just before the clinician's first message alerts them (messaging's relay): the two
+reach notify within a second, in either order. A client's invitation therefore waits up to
+``invitation_hold_seconds`` for a message alert, and a client's first alert while they have
+no password (and no invitation has come) waits as long for the invitation; whichever of the
+pair is handled second sends one email carrying both, records the alert as sent and settles
+the invitation as covered by it, in one transaction. The pairing is decided under a lock per
+recipient and leases the partner to the same claim, so the lease rules above hold for both;
+if the email does not go, the partner is let go to be sent (or paired) again.
+
 A staff unread email is due some minutes after its message. When it is due the
 worker first takes the (staff member, conversation) pair's email interval (or
 postpones the job until it reopens), then asks messaging whether the person has
@@ -46,7 +56,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -63,7 +73,7 @@ from services.notify import render
 from services.notify.config import NotifyConfig
 from services.notify.handlers import NO_CONSENT
 from services.notify.metrics import NotifyMetrics
-from services.notify.storage import STAFF_UNREAD, WAKE_CHANNEL, Job, NotifyStorage
+from services.notify.storage import MESSAGE_EMAIL, STAFF_UNREAD, WAKE_CHANNEL, Job, NotifyStorage
 from services.notify.transports import Email, ProviderError, Sms, TransientError, Transports
 
 log = logging.getLogger("confidant.notify.worker")
@@ -91,6 +101,14 @@ class Skip(Exception):
 
 class Suppressed(Exception):
     """The address is on the suppression list; the message is the reason (no address)."""
+
+
+class Held(Exception):
+    """The job was postponed to wait for its partner (an invitation for an alert, or the reverse)."""
+
+
+class Gone(Exception):
+    """The job is no longer this worker's: settled meanwhile, or taken into another's combined email."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -151,6 +169,8 @@ class Receipt:
 
     transport: str
     provider_message_id: str
+    # The job the same email covered (a client's invitation with their message alert, or the reverse).
+    together: Job | None = None
 
 
 class Outbound:
@@ -188,11 +208,13 @@ class Deliverer:
         storage: NotifyStorage,
         clock: Clock,
         metrics: NotifyMetrics,
+        renderer: render.Renderer,
     ) -> None:
         self._config = config
         self._auth = auth
         self._consent = consent
         self._storage = storage
+        self._render = renderer
         base, cap = config.retry_base_seconds, config.retry_max_seconds
         self.email = Outbound(transports.email.name, transports.email.send_email, Breaker(clock, base, cap), metrics)
         self.sms = (
@@ -223,16 +245,56 @@ class Deliverer:
         user = await self._recipient(job)
         address = await self._email_address(user)
         brand = await self._brand(user)
+        partner = await self._pair(job, user)
+        if partner is not None:
+            return await self._together(job, partner, user, address, brand)
+        url, minutes, ends_at = await self._magic_link(job)
+        return await self.email.send(self._render.message_email(address, brand, url, minutes, ends_at))
+
+    async def _magic_link(self, alert: Job) -> tuple[str, int, datetime | None]:
+        """A quick sign-in link minted now (its window runs from sending): the URL, its minutes, its end."""
         link = await self._auth.CreateMagicLink(
-            auth_pb.CreateMagicLinkRequest(user_id=job.recipient_id, conversation_id=job.conversation_id)
+            auth_pb.CreateMagicLinkRequest(user_id=alert.recipient_id, conversation_id=alert.conversation_id)
         )
-        minutes = DEFAULT_LINK_MINUTES
+        minutes, ends_at = DEFAULT_LINK_MINUTES, None
         if link.HasField("expires_at"):
             # Against the wall clock, as auth minted the link: display only, not a rule of ours.
-            remaining = (link.expires_at.ToDatetime(tzinfo=UTC) - datetime.now(UTC)).total_seconds()
-            minutes = max(1, round(remaining / 60))
-        url = render.magic_link_url(self._config.public_url, link.token)
-        return await self.email.send(render.message_email(address, brand, url, minutes))
+            ends_at = link.expires_at.ToDatetime(tzinfo=UTC)
+            minutes = max(1, round((ends_at - datetime.now(UTC)).total_seconds() / 60))
+        return render.magic_link_url(self._config.public_url, link.token), minutes, ends_at
+
+    async def _pair(self, job: Job, user: auth_pb.User) -> Job | None:
+        """The job's partner for a combined email, or None to send it alone; raises Held or Gone.
+
+        A client with no password may be about to receive their invitation: their first alert waits for it.
+        """
+        if self._config.invitation_hold_seconds <= 0:
+            return None
+        pairing = await self._storage.pair_alert_and_invitation(
+            job, practice_id=user.practice_id, window_seconds=self._config.invitation_hold_seconds,
+            lease_seconds=self._config.claim_lease_seconds,
+            await_invitation=job.kind == MESSAGE_EMAIL and not user.has_password,
+        )
+        if pairing.outcome == "held":
+            raise Held()
+        if pairing.outcome == "gone":
+            raise Gone()
+        return pairing.partner
+
+    async def _together(self, job: Job, partner: Job, user: auth_pb.User, address: str,
+                        brand: render.Branding) -> Receipt:
+        """One email for a client's message alert and Client Portal invitation."""
+        alert, invitation = (job, partner) if job.kind == MESSAGE_EMAIL else (partner, job)
+        try:
+            url, minutes, ends_at = await self._magic_link(alert)
+            invitation_url = render.credential_link_url(self._config.public_url, invitation.link_token)
+            email = self._render.message_and_invitation_email(address, brand, url, minutes, invitation_url, ends_at)
+            receipt = await self.email.send(email)
+        except BaseException:
+            # Not sent: the partner goes back to the queue, to be sent (or paired) by itself.
+            await asyncio.shield(self._storage.release_partner(partner, self._config.retry_base_seconds))
+            raise
+        return replace(receipt, together=partner)
 
     async def _staff_unread_email(self, job: Job) -> Receipt:
         user = await self._recipient(job)
@@ -240,24 +302,33 @@ class Deliverer:
             raise PermanentFailure("recipient is not staff")
         address = await self._email_address(user)
         link = render.conversation_url(self._config.public_url, job.conversation_id)
-        return await self.email.send(render.staff_unread_email(address, await self._brand(user), link))
+        return await self.email.send(self._render.staff_unread_email(address, await self._brand(user), link))
 
     async def _account_notice(self, job: Job) -> Receipt:
         if job.notice not in ("locked", "invitation", "password_reset"):
             raise PermanentFailure(f"unknown notice {job.notice}")
         user = await self._recipient(job, same_practice=False)
+        # auth's notices name only the user: the practice, for the audit trail, comes from auth now.
+        await self._storage.note_practice(job, user.practice_id)
         address = await self._email_address(user)
         brand = await self._brand(user)
+        is_client = user.role == auth_pb.ROLE_CLIENT
         if job.notice == "locked":
-            return await self.email.send(render.account_locked_email(address, brand, job.notice_minutes))
+            recipient = "client" if is_client else "owner" if user.role == auth_pb.ROLE_OWNER else "staff"
+            return await self.email.send(
+                self._render.account_locked_email(address, brand, job.notice_minutes, recipient=recipient))
         # Invitations and password resets.
         if not job.link_token:
             raise PermanentFailure("notice has no link")
         url = render.credential_link_url(self._config.public_url, job.link_token)
         if job.notice == "invitation":
-            email = render.invitation_email(address, brand, url, is_client=user.role == auth_pb.ROLE_CLIENT)
+            if is_client:
+                partner = await self._pair(job, user)
+                if partner is not None:
+                    return await self._together(job, partner, user, address, brand)
+            email = self._render.invitation_email(address, brand, url, is_client=is_client)
         else:
-            email = render.password_reset_email(address, brand, url)
+            email = self._render.password_reset_email(address, brand, url)
         return await self.email.send(email)
 
     async def _message_sms(self, job: Job) -> Receipt:
@@ -268,7 +339,7 @@ class Deliverer:
         if not answer.allowed or not answer.phone_number:
             raise Skip(NO_CONSENT)
         user = await self._recipient(job)
-        return await self._text(render.message_sms(answer.phone_number, await self._brand(user)))
+        return await self._text(self._render.message_sms(answer.phone_number, await self._brand(user)))
 
     async def _text(self, sms: Sms) -> Receipt:
         if self.sms is None:
@@ -287,10 +358,15 @@ class Deliverer:
         return user.email
 
     async def _brand(self, user: auth_pb.User) -> render.Branding:
-        """Who the email is from: the practice, or (a discreet client's) a neutral name."""
+        """Who the email is from: the practice (its name, contact and time zone), or (a discreet
+        client's) a neutral name."""
         discreet = user.role == auth_pb.ROLE_CLIENT and await self._storage.is_discreet(user.user_id)
-        name = "" if discreet or not user.practice_id else await self._practice_name(user.practice_id)
-        return render.branding(self._config.sender_name, self._config.discreet_sender_name, name, discreet)
+        practice = await self._practice(user.practice_id) if user.practice_id else auth_pb.Practice()
+        return render.branding(
+            self._config.sender_name, self._config.discreet_sender_name, practice.name, discreet,
+            contact_phone=practice.contact_phone, contact_email=practice.contact_email,
+            time_zone=practice.time_zone,
+        )
 
     async def _recipient(self, job: Job, same_practice: bool = True) -> auth_pb.User:
         try:
@@ -306,9 +382,9 @@ class Deliverer:
                 return user
         raise PermanentFailure("recipient not found")
 
-    async def _practice_name(self, practice_id: str) -> str:
+    async def _practice(self, practice_id: str) -> auth_pb.Practice:
         reply = await self._auth.GetPractice(auth_pb.GetPracticeRequest(practice_id=practice_id))
-        return reply.practice.name
+        return reply.practice
 
 
 class Worker:
@@ -343,15 +419,23 @@ class Worker:
         """Claim one batch of due jobs and deliver them; return how many were handled.
 
         Staff emails of the same person and conversation are handled one after the
-        other, so the first one's email (or the read cursor it found) settles the rest.
+        other, so the first one's email (or the read cursor it found) settles the rest;
+        so are a person's invitation and message alerts (one email may cover both).
         """
         async with self._batch:
             paused = [channel for channel, breaker in self._deliverer.breakers().items() if breaker.is_open()]
             jobs = await self._storage.claim_due_jobs(
                 self._config.batch_size, self._config.claim_lease_seconds, paused)
             lanes: dict[tuple, list[Job]] = {}
+            invited = {job.recipient_id for job in jobs if job.is_invitation}
             for job in jobs:
-                key = (job.recipient_id, job.conversation_id) if job.kind == STAFF_UNREAD else (job.job_id,)
+                if job.kind == STAFF_UNREAD:
+                    key: tuple = (job.recipient_id, job.conversation_id)
+                elif job.kind in (MESSAGE_EMAIL, "account_notice") and job.recipient_id in invited:
+                    # A client's invitation and alert may make one email: one after the other.
+                    key = ("invited", job.recipient_id)
+                else:
+                    key = (job.job_id,)
                 lanes.setdefault(key, []).append(job)
             if lanes:
                 await asyncio.gather(*(self._handle_in_order(lane) for lane in lanes.values()))
@@ -375,6 +459,12 @@ class Worker:
                 if covers_through_seq is None:
                     return
             receipt = await self._deliverer.deliver(job)
+        except Held:
+            log.info("notification held for its partner", extra={"fields": fields})
+            return
+        except Gone:
+            log.info("notification settled elsewhere", extra={"fields": fields})
+            return
         except Skip as exc:
             await self._settle(job, "skipped", fields, last_error=str(exc))
             return
@@ -389,9 +479,23 @@ class Worker:
         except Exception as exc:
             await self._failed(job, exc, fields)
             return
+        if receipt.together is not None:
+            await self._settle_together(job, receipt, {**fields, "transport": receipt.transport})
+            return
         await self._settle(job, "sent", {**fields, "transport": receipt.transport},
                            covers_through_seq=covers_through_seq, transport=receipt.transport,
                            provider_message_id=receipt.provider_message_id)
+
+    async def _settle_together(self, job: Job, receipt: Receipt, fields: dict) -> None:
+        """One email went for a client's alert and invitation: the alert sent, the invitation covered."""
+        partner = receipt.together
+        assert partner is not None
+        if await self._storage.finish_together(job, partner, transport=receipt.transport,
+                                               provider_message_id=receipt.provider_message_id):
+            self._attempts.labels(channel=job.channel, outcome="sent").inc()
+            log.info("notification sent", extra={"fields": {**fields, "together_with": partner.job_id}})
+        else:
+            log.warning("notification lease lost", extra={"fields": {**fields, "outcome": "sent"}})
 
     async def _settle(self, job: Job, status: str, fields: dict, **outcome) -> None:
         """Finish the job (if it is still ours), count the attempt and log it (ids and reasons only)."""

@@ -20,6 +20,7 @@ from bin.seed import ALEX, DANA, JORDAN
 from tests.e2e.conftest import start_stack
 
 LINK = re.compile(r"https?://[^\s\"'<>]+/m/[A-Za-z0-9_\-]+")
+CREDENTIAL_LINK = re.compile(r"https?://[^\s\"'<>]+/credentials/[A-Za-z0-9_\-]+")
 
 
 async def mailbox(stack, to: str) -> list[dict]:
@@ -69,15 +70,17 @@ async def test_dana_messages_alex_who_replies_from_the_email_link(browser, stack
     await page.get_by_role("button", name="Send").click()
     await expect(page.get_by_text(canary)).to_be_visible()
 
-    # Enabling Alex (no password yet) also sent the portal invitation (tests/e2e/test_credentials_flow.py).
-    emails = await wait_for_emails(stack, ALEX[0], 2)
-    assert all(canary not in e["subject"] + e["text"] + e["html"] for e in emails)
-    emails = [e for e in emails if e["subject"] == "You have a new secure message"]
-    assert len(emails) == 1, emails
-    email = emails[0]
+    # Enabling Alex (no password yet) invited them just before the message: one email carries
+    # both, the quick sign-in link and the Client Portal invitation (defect 9).
+    [email] = await wait_for_emails(stack, ALEX[0], 1)
+    assert email["subject"] == "You have a new secure message"
     assert canary not in (email["subject"] + email["text"] + email["html"])
-    assert "Dana" not in email["subject"]
+    assert "Dana" not in email["subject"] + email["text"] and "Lakeside Counseling" in email["text"]
+    assert "Choose a password for your Client Portal" in email["text"] and "988" in email["text"]
     link = LINK.search(email["text"]).group(0)
+    invitation = CREDENTIAL_LINK.search(email["text"]).group(0)
+    async with aiohttp.ClientSession() as http, http.get(invitation) as resp:
+        assert resp.status == 200 and "Choose a password" in await resp.text()
 
     # Dana leaves the thread: the panel closes, so a reply must show the dot.
     await page.get_by_role("button", name="Secure Messages").click()
@@ -112,6 +115,8 @@ async def test_dana_messages_alex_who_replies_from_the_email_link(browser, stack
     await expect(again.get_by_role("button", name="Sign in")).to_be_visible()
     await second.close()
     await client.close()
+    # Still the one email: the invitation went with the alert, not after it.
+    assert len(await wait_for_emails(stack, ALEX[0], 2, within=0)) == 1
 
 
 async def _staff_session(stack) -> aiohttp.ClientSession:

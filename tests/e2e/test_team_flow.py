@@ -19,7 +19,7 @@ from tests.e2e.test_credentials_flow import CREDENTIAL_LINK, choose_password, em
 
 CASEY = ("casey@lakeside.test", "Casey Nguyen")
 PHONE = {"viewport": {"width": 375, "height": 740}, "is_mobile": True}
-INVITATION_SUBJECT = "You're invited to Confidant"
+INVITATION_SUBJECT = "You're invited to secure messaging"
 SESSION_ENDED = "You were signed out because your session ended."
 
 

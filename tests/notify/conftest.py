@@ -123,6 +123,10 @@ class NotifyStack(ConsentStack):
 
 
 def notify_config(keys_dir, url: str, auth_address: str, consent_address: str, **settings) -> NotifyConfig:
+    # These tests' clients have no password and most stacks here relay no invitation from auth, so a
+    # client's first alert would wait the whole window for one: alerts go at once unless a test
+    # (test_combined_email.py) sets the window.
+    settings.setdefault("notify_invitation_hold_seconds", "0")
     env = service_env(
         keys_dir, notify_database_url=url, auth_addr=auth_address, consent_addr=consent_address,
         public_url=PUBLIC_URL, **settings,

@@ -121,15 +121,21 @@ async def test_a_lock_emails_the_owner_once_without_phi(stack):
 
     [email] = await stack.emails_when_settled(owner.email, 1)
     assert email.channel == pb.CHANNEL_EMAIL and email.to_address == owner.email
-    assert email.subject == ACCOUNT_LOCKED_SUBJECT == "Your Confidant account was locked"
+    assert email.subject == ACCOUNT_LOCKED_SUBJECT == "Your account was locked"
+    # The practice is named (defect 16: emails named the vendor), never in the subject.
     assert email.text_body == (
-        "Sign-in to your Confidant account was locked for 15 minutes after repeated failed sign-in attempts.\n\n"
+        "Sign-in to your Lakeside Counseling account was locked for 15 minutes after repeated failed sign-in"
+        " attempts.\n\n"
         "If this was you, wait 15 minutes and try again.\n\n"
-        "If it wasn't you, contact your practice: someone may be trying to guess your password.\n"
+        "If it wasn't you, someone may be trying to guess your password: choose a new password once you are"
+        " signed in.\n\n"
+        "Sent by Lakeside Counseling\n"
+        "This email was sent automatically; please do not reply to it.\n"
     )
-    assert "locked for 15 minutes" in email.html_body and "contact your practice" in email.html_body
+    assert "locked for 15 minutes" in email.html_body and "Lakeside Counseling" in email.html_body
     for text in (email.subject, email.text_body, email.html_body):
-        for secret in ("Dana", "Rivera", "Lakeside", owner.user_id, practice.practice.practice_id, ADDRESS):
+        assert "Confidant" not in text
+        for secret in ("Dana", "Rivera", owner.user_id, practice.practice.practice_id, ADDRESS):
             assert secret not in text
     [(relayed,)] = await stack.sql(
         stack.auth_url, "SELECT count(*) FROM account_notices WHERE user_id = %s AND sent_at IS NOT NULL",
@@ -143,6 +149,10 @@ async def test_a_lock_emails_the_owner_once_without_phi(stack):
         (owner.user_id,),
     )
     assert (status, audited) == ("sent", 1)
+    # auth's notice names only the user: the audit row carries their practice, for the owner's trail.
+    assert await stack.sql(
+        stack.notify_url, "SELECT practice_id FROM audit_events WHERE action = 'notification.account_notice'"
+        " AND target = %s", (owner.user_id,)) == [(practice.practice.practice_id,)]
 
     # The lock ends (its stored end moved into the past); failing again locks again: one more email.
     await stack.sql(stack.auth_url, "UPDATE sign_in_throttle SET blocked_until = now() - interval '1 second'")

@@ -156,7 +156,8 @@ async def test_staff_invitation_and_reset_emails(stack):
     await stack.people.auth.InviteUser(auth_pb.InviteUserRequest(user_id=member.user_id),
                                        metadata=stack.people.as_user(owner), timeout=10)
     [invitation] = await stack.emails_when_settled(member.email, 1)
-    assert invitation.subject == "You're invited to Confidant"
+    assert invitation.subject == "You're invited to secure messaging"
+    assert "Lakeside Counseling invites you" in invitation.text_body
     await assert_no_phi_and_no_stored_token(
         stack, invitation, link_in(invitation).removeprefix(LINK_PREFIX), "Sam", "Okafor", member.user_id
     )
@@ -166,7 +167,7 @@ async def test_staff_invitation_and_reset_emails(stack):
         metadata=stack.people.service("web"), timeout=10,
     )
     [reset] = await stack.emails_when_settled(owner.email, 1)
-    assert reset.subject == "Reset your Confidant password"
+    assert reset.subject == "Reset your password"
     assert "1 hour" in reset.text_body and "Lakeside Counseling" in reset.text_body
     await assert_no_phi_and_no_stored_token(
         stack, reset, link_in(reset).removeprefix(LINK_PREFIX), "Dana", "Rivera", owner.user_id, ADDRESS

@@ -80,11 +80,12 @@ async def test_staff_see_every_alert_of_a_message_and_where_it_is(stack, office)
                 if d.recipient_id == client.user_id and d.channel == pb.CHANNEL_EMAIL]
     assert (email.state, email.detail) == (pb.DELIVERY_STATE_DELIVERED, "the provider reported delivery")
 
-    # The read of who was alerted is audited (ids and counts only).
+    # The read of who was alerted is audited (ids and counts only), under the client it is about.
     audit = await stack.notify_sql(
-        "SELECT actor, target, detail FROM audit_events WHERE action = 'delivery_status.read' AND target = %s"
-        " ORDER BY event_id", (conv,))
-    assert audit[0] == (practice.owner.user_id, conv, {"messages": 1, "deliveries": 3})
+        "SELECT actor, target, detail, practice_id FROM audit_events WHERE action = 'delivery_status.read'"
+        " AND target = %s ORDER BY event_id", (conv,))
+    assert audit[0] == (practice.owner.user_id, conv, {"messages": 1, "deliveries": 3, "client_id": client.user_id},
+                        practice.practice.practice_id)
 
 
 async def test_delivery_status_is_for_staff_of_the_practice(stack, office):
@@ -119,9 +120,10 @@ async def test_a_complaint_suppresses_later_emails_once_however_often_it_arrives
                                     feedback_id=feedback_id) == 1
     assert await stack.notify_sql("SELECT reason FROM suppressed_addresses WHERE address = %s",
                                   (client.email.lower(),)) == [("complaint",)]
+    # Recorded once, about the client the email went to.
     assert await stack.notify_sql(
-        "SELECT count(*) FROM audit_events WHERE action = 'delivery.complaint' AND target = %s",
-        (f"feedback:{feedback_id}",)) == [(1,)]
+        "SELECT target, practice_id FROM audit_events WHERE action = 'delivery.complaint'"
+        " AND detail->>'feedback_id' = %s", (feedback_id,)) == [(client.user_id, practice.practice.practice_id)]
 
     later = await stack.alert(practice.practice.practice_id, conversation(), [(client.user_id, True)])
     await stack.settled(client.user_id)
@@ -200,9 +202,9 @@ async def test_the_owner_requeues_the_practices_failed_alerts(stack, office):
     assert ("message_email", "failed", "recipient not found") in await stack.settled(stranger)
     assert (await stack.job(stranger))["attempts"] == 1
     audit = await stack.notify_sql(
-        "SELECT actor, practice_id, detail FROM audit_events WHERE action = 'notification.requeue'"
+        "SELECT actor, practice_id, target, detail FROM audit_events WHERE action = 'notification.requeue'"
         " AND actor = %s", (practice.owner.user_id,))
-    assert audit == [(practice.owner.user_id, practice.practice.practice_id,
+    assert audit == [(practice.owner.user_id, practice.practice.practice_id, stranger,
                       {"job_ids": [failed["job_id"]], "requeued": 1, "asked": 1})]
     err = await rpc_error(stack.notify.RequeueFailedJobs(pb.RequeueFailedJobsRequest(job_ids=[0]), metadata=owner,
                                                          timeout=5))
@@ -227,9 +229,11 @@ async def test_operators_requeue_from_the_command_line(stack, office):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"Requeued 1 failed job(s): {failed['job_id']}"
     await stack.settled(stranger)
+    # In the practice's trail, under the person the job is for (an operator requeues across practices).
     assert await stack.notify_sql(
-        "SELECT count(*) FROM audit_events WHERE action = 'notification.requeue' AND actor LIKE 'operator:%%'"
-        " AND detail->'job_ids' = %s::jsonb", (f"[{failed['job_id']}]",)) == [(1,)]
+        "SELECT practice_id, target FROM audit_events WHERE action = 'notification.requeue'"
+        " AND actor LIKE 'operator:%%' AND detail->'job_ids' = %s::jsonb", (f"[{failed['job_id']}]",)) == [
+        (practice.practice.practice_id, stranger)]
     missing = await cli({k: v for k, v in env.items() if k != "CONFIDANT_NOTIFY_DATABASE_URL"}, "requeue")
     assert missing.returncode == 2 and "CONFIDANT_NOTIFY_DATABASE_URL is required" in missing.stderr
 
@@ -311,3 +315,9 @@ async def test_discreet_settings_are_for_staff_of_the_clients_practice(stack, of
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert await stack.notify_sql("SELECT 1 FROM client_notification_settings WHERE client_id = %s",
                                   (client.user_id,)) == []
+
+
+async def test_the_owners_audit_page_reads_an_index_of_the_practices_rows_newest_first(stack):
+    [(definition,)] = await stack.notify_sql(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = 'audit_events' AND indexname = 'audit_events_practice_idx'")
+    assert definition.endswith("USING btree (practice_id, event_id DESC)")

@@ -175,9 +175,11 @@ async def test_an_unread_message_emails_staff_once_after_fifteen_minutes_then_at
     assert email.subject == STAFF_UNREAD_SUBJECT == "You have an unread secure message"
     link = f"{PUBLIC_URL}/?conversation={conv}"
     assert email.text_body == (
-        "You have an unread secure message in Confidant at Lakeside Counseling.\n\n"
+        "You have an unread secure message at Lakeside Counseling.\n\n"
         f"Open the conversation: {link}\n\n"
-        "For privacy, this email does not contain the message. Sign in to read it.\n"
+        "For privacy, this email does not contain the message. Sign in to read it.\n\n"
+        "Sent by Lakeside Counseling\n"
+        "This email was sent automatically; please do not reply to it.\n"
     )
     assert f'href="{link}"' in email.html_body
     for text in (email.subject, email.text_body, email.html_body):

@@ -106,8 +106,8 @@ def test_a_send_must_end_inside_its_lease_and_the_names_are_checked(keys_dir):
     refused(keys_dir, "NOTIFY_METRICS_LISTEN must be host:port", **BASE, notify_metrics_listen="9464")
     assert load(keys_dir, **BASE, notify_metrics_listen="0.0.0.0:9464").metrics_listen == "0.0.0.0:9464"
     refused(keys_dir, "must be a neutral name", **BASE, notify_discreet_sender_name="{practice} alerts")
-    assert load(keys_dir, **BASE, notify_sender_name="{practice} via Confidant").sender_name == (
-        "{practice} via Confidant")
+    assert load(keys_dir, **BASE, notify_sender_name="{practice} secure messages").sender_name == (
+        "{practice} secure messages")
 
 
 def test_provider_errors_are_classified_without_phi():

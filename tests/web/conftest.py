@@ -204,7 +204,10 @@ async def web_stack(fresh_database, keys_dir, tokens, *, relay_auth_notices: boo
         await start("auth", AuthConfig, create_auth,
                     **({} if relay_auth_notices else {"notify_addr": "127.0.0.1:9"}))
         await start("consent", ConsentConfig, create_consent)
-        await start("notify", NotifyConfig, create_notify)
+        # Without auth's notices no invitation reaches notify: a first alert to a client with no
+        # password would wait the whole window for one (tests/notify/test_combined_email.py).
+        await start("notify", NotifyConfig, create_notify,
+                    **({} if relay_auth_notices else {"notify_invitation_hold_seconds": "0"}))
         await start("messaging", MessagingConfig, create_messaging)
 
         env = service_env(
