@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -202,5 +203,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamEventsResponse]:
-        async for event in self._handlers.stream_events(request.after_event_id):
-            yield _event_pb(event)
+        # Closed here when the call ends, not later by the garbage collector in another task.
+        async with contextlib.aclosing(self._handlers.stream_events(request.after_event_id)) as events:
+            async for event in events:
+                yield _event_pb(event)
