@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import grpc
 import psycopg
 import pytest
+from confidant.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from confidant.auth.v1 import auth_service_pb2 as auth_pb
 from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from confidant.messaging.v1 import messaging_service_pb2 as pb
@@ -74,6 +75,8 @@ class MessagingHarness:
     auth: auth_grpc.AuthServiceStub
     tokens: Tokens
     database_url: str
+    # Messaging's audit trail as the practice owner reads it (confidant.audit.v1).
+    audit: audit_grpc.AuditServiceStub | None = None
 
     # -- who is calling ----------------------------------------------------------------
 
