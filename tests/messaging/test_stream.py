@@ -195,11 +195,19 @@ async def test_stream_refusals(messaging, team):
         assert err.code() == code
 
 
-async def test_a_stream_ends_when_its_access_token_expires(messaging, team):
+async def test_a_stream_ends_when_its_access_token_expires(messaging, team, caplog):
+    caplog.set_level(logging.INFO)
     token = messaging.tokens.user(team.client.user_id, team.practice_id, "client", ttl=1)
     call = stream(messaging, messaging.tokens.metadata(token))
     assert await call.end() is grpc.aio.EOF
     assert await call.call.code() == grpc.StatusCode.OK
+    # Ended cleanly on the server too: its access-log line says OK, and nothing was logged as an error.
+    async def logged():
+        return _grpc_records(caplog, "/StreamEvents")
+
+    await eventually(logged)
+    assert [r.fields["code"] for r in _grpc_records(caplog, "/StreamEvents")] == ["OK"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_stopping_the_server_ends_open_streams(
