@@ -42,11 +42,7 @@ def set_request_id(value: str) -> contextvars.Token:
 
 
 def reset_request_id(token: contextvars.Token) -> None:
-    try:
-        _request_id.reset(token)
-    except ValueError:
-        # A stream finalised from another task's context: nothing of ours to restore there.
-        _request_id.set(None)
+    _request_id.reset(token)
 
 
 class JsonFormatter(logging.Formatter):

@@ -195,10 +195,15 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream:
             stream_behaviour = handler.unary_stream
 
+            # A coroutine that writes each response itself, not a generator handed to grpc: grpc
+            # abandons a generator suspended at a yield when the call ends mid-write (the client
+            # left), and it is then closed later in another task, where the caller and request id
+            # set for this call cannot be reset. Here the servicer's generator is driven and closed
+            # in the call's own task, so guarded() always unwinds where it began.
             async def unary_stream(request, context):
-                async with guarded(context):
-                    async for item in stream_behaviour(request, context):
-                        yield item
+                async with guarded(context), contextlib.aclosing(stream_behaviour(request, context)) as items:
+                    async for item in items:
+                        await context.write(item)
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream,

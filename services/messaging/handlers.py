@@ -9,10 +9,17 @@ Who may do what is decided here, in the owning service:
   participants; a magic-link session reaches only the conversation its link
   was sent for (and may archive that one: archiving changes only the caller's
   own list);
+- finding a conversation and starting one with its first message (SendMessage to
+  participant_ids) follow OpenConversation's rules; a conversation is listed to nobody
+  until it has a message;
 - sending: the practice's switch for the conversation's kind (secure messaging
   when a client is in it, team messaging between staff) and the client's own
-  switch must be on; a disabled client's conversations stay readable;
+  switch must be on (services/messaging/sending.py says which wins and in what
+  words); a disabled client's conversations stay readable;
 - read state for delayed staff emails: the notify service only.
+
+Every audit row about a conversation with a client names the client (its target or
+``detail.client_id``), so the owner's trail filtered by the client finds it.
 """
 
 from __future__ import annotations
@@ -49,12 +56,13 @@ from services.messaging.crypto import DecryptionError, associated_data
 from services.messaging.directory import Directory
 from services.messaging.events import EventHub
 from services.messaging.keyring import Keyring
+from services.messaging.sending import CannotSend, cannot_send
 from services.messaging.storage import (
-    CLIENT_TURNED_OFF,
     AuditEntry,
     Conversation,
     Event,
     IdempotencyKeyTaken,
+    NewConversation,
     NewMessage,
     PracticeSettings,
     Storage,
@@ -92,6 +100,50 @@ class Message:
 class Limits:
     client_max_chars: int
     staff_max_chars: int
+
+
+@dataclass(frozen=True)
+class Sent:
+    message: Message
+    # False when the idempotency key had been used already: this is the first send's message.
+    created: bool
+    # True when this message created its conversation.
+    conversation_created: bool = False
+
+
+@dataclass(frozen=True)
+class Recipients:
+    """The people a caller names for a conversation, checked (see ``Handlers._recipients``)."""
+
+    practice_id: str
+    # The client among them; None between staff.
+    client_id: str | None
+    # (user_id, is_staff) of every participant: the caller first, unless a service account.
+    participants: tuple[tuple[str, bool], ...]
+    participant_key: str
+    # Whose view of the conversation is returned: the caller, or a service account's first staff member.
+    viewer: str
+
+
+@dataclass(frozen=True)
+class Found:
+    """FindConversation's answer: the conversation if there is one, and whether one can send."""
+
+    conversation: Conversation | None
+    cannot_send_reason: CannotSend | None
+
+    @property
+    def can_send(self) -> bool:
+        return self.cannot_send_reason is None
+
+
+# OpenConversation's refusals keep the words practice systems and the web edge have had
+# from it since before the reasons existed; SendMessage says CannotSend's own.
+_OPEN_REFUSALS = {
+    CannotSend.PRACTICE_DISABLED: "Secure messaging is turned off for this practice.",
+    CannotSend.CLIENT_DISABLED: "Secure messaging is not enabled for this client.",
+    CannotSend.TEAM_DISABLED: "Team messaging is turned off for this practice.",
+}
 
 
 def _parse_id(value: str, what: str) -> str:
@@ -165,17 +217,18 @@ def _full_session(who: Principal) -> None:
         raise PermissionDenied("Sign in with your email and password to do this.")
 
 
-def _sending_refusal(settings: PracticeSettings, conversation: Conversation) -> str | None:
-    """Why a send in this conversation would be refused now; None when it would be accepted."""
-    if not conversation.client_id:
-        if not settings.team_messaging_enabled:
-            return "Team messaging is turned off for this practice."
-        return None
-    if not settings.secure_messaging_enabled:
-        return "Secure messaging is turned off for this practice."
-    if not conversation.client_enabled:
-        return CLIENT_TURNED_OFF
-    return None
+def _cannot_send(settings: PracticeSettings, client_id: str | None, client_enabled: bool) -> CannotSend | None:
+    return cannot_send(
+        client_id=client_id,
+        client_enabled=client_enabled,
+        secure_messaging_enabled=settings.secure_messaging_enabled,
+        team_messaging_enabled=settings.team_messaging_enabled,
+    )
+
+
+def _about(client_id: str | None) -> dict:
+    """The audit detail naming the client a row is about."""
+    return {"client_id": client_id} if client_id else {}
 
 
 class Handlers:
@@ -249,13 +302,14 @@ class Handlers:
             raise NotFound("No such client.")
         return client_id
 
-    async def get_client_messaging(self, client_id: str) -> bool:
-        """Whether the client can be messaged: their own switch and the practice's."""
+    async def get_client_messaging(self, client_id: str) -> tuple[bool, bool]:
+        """(the client's own switch, the practice's "secure messaging with clients"): the
+        client can be messaged when both are on, and the page says which one is off."""
         who = require_staff()
         client_id = await self._client_of_practice(who, client_id)
         settings = await self._storage.practice_settings(who.practice_id)
         enabled = await self._storage.client_messaging_enabled(client_id, who.practice_id)
-        return enabled and settings.secure_messaging_enabled
+        return enabled, settings.secure_messaging_enabled
 
     async def enable_client_messaging(self, client_id: str) -> bool:
         who = require_staff()
@@ -324,14 +378,11 @@ class Handlers:
             raise NotFound("No such conversation.")
         return conversation
 
-    async def open_conversation(self, participant_ids: list[str]) -> tuple[Conversation, bool]:
-        """The caller's conversation with exactly these other people, created if needed.
-
-        A service account (messaging.send) is never a participant: it opens the
-        conversation of exactly these people, which must include a staff member.
-        """
-        who = _staff_or_account(SCOPE_SEND)
-        _full_session(who)
+    async def _recipients(self, who: Principal, participant_ids: list[str]) -> Recipients:
+        """The conversation the caller names by its other people, checked: each is a staff
+        member or client of the caller's practice (else NOT_FOUND), at most one client, at
+        least one other person. A service account (messaging.send) is never a participant:
+        it names the conversation of exactly these people, which must include a staff member."""
         others: list[str] = []
         for raw in participant_ids:
             person_id = _parse_id(raw, "participant id")
@@ -355,15 +406,6 @@ class Handlers:
         clients = [person_id for person_id in others if people[person_id].is_client]
         if len(clients) > 1:
             raise InvalidArgument("A conversation can include at most one client.")
-        client_id = clients[0] if clients else None
-        settings = await self._storage.practice_settings(who.practice_id)
-        if client_id and not settings.secure_messaging_enabled:
-            raise FailedPrecondition("Secure messaging is turned off for this practice.")
-        if not client_id and not settings.team_messaging_enabled:
-            raise FailedPrecondition("Team messaging is turned off for this practice.")
-        if client_id and not await self._storage.client_messaging_enabled(client_id, who.practice_id):
-            raise FailedPrecondition("Secure messaging is not enabled for this client.")
-        # A service account opens the conversation of the others, seen as its first staff member.
         members, viewer = [(who.user_id, True)], who.user_id
         if who.is_service_account:
             staff = [p for p in others if people[p].is_staff]
@@ -372,18 +414,57 @@ class Handlers:
                     "A practice system's conversation must include a clinician or team member."
                 )
             members, viewer = [], staff[0]
+        return Recipients(
+            practice_id=who.practice_id,
+            client_id=clients[0] if clients else None,
+            participants=tuple(members + [(p, people[p].is_staff) for p in others]),
+            participant_key=",".join(sorted([m for m, _ in members] + others)),
+            viewer=viewer,
+        )
 
-        key = ",".join(sorted([m for m, _ in members] + others))
+    async def _cannot_send_to(
+        self, recipients: Recipients, settings: PracticeSettings, existing: Conversation | None = None
+    ) -> CannotSend | None:
+        """Why nobody could send to these people now (in their conversation, or by starting one)."""
+        if existing is not None:
+            return _cannot_send(settings, existing.client_id, existing.client_enabled)
+        client_enabled = bool(recipients.client_id) and await self._storage.client_messaging_enabled(
+            recipients.client_id, recipients.practice_id
+        )
+        return _cannot_send(settings, recipients.client_id, client_enabled)
+
+    def _new_conversation(self, who: Principal, recipients: Recipients) -> tuple[NewConversation, AuditEntry]:
+        new = NewConversation(
+            conversation_id=str(uuid.uuid4()),
+            practice_id=recipients.practice_id,
+            client_id=recipients.client_id,
+            participant_key=recipients.participant_key,
+            participants=recipients.participants,
+            creator_id=who.user_id,
+        )
+        entry = AuditEntry(
+            actor=who.subject, action="conversation.create", outcome="ok", practice_id=who.practice_id
+        )
+        return new, entry
+
+    async def open_conversation(self, participant_ids: list[str]) -> tuple[Conversation, bool]:
+        """The caller's conversation with exactly these other people, created (empty) if needed.
+
+        It is listed to nobody until its first message; the web edge instead finds the
+        conversation and creates it with its first message (``send_message`` to participants).
+        """
+        who = _staff_or_account(SCOPE_SEND)
+        _full_session(who)
+        recipients = await self._recipients(who, participant_ids)
+        settings = await self._storage.practice_settings(who.practice_id)
+        reason = await self._cannot_send_to(recipients, settings)
+        if reason is not None:
+            raise FailedPrecondition(_OPEN_REFUSALS[reason])
+        key, viewer = recipients.participant_key, recipients.viewer
         existing = await self._storage.conversation_by_participants(who.practice_id, key, viewer)
         if existing is not None:
             return self._with_can_send(existing, settings), False
-        created = await self._storage.create_conversation(
-            practice_id=who.practice_id,
-            client_id=client_id,
-            participant_key=key,
-            participants=members + [(p, people[p].is_staff) for p in others],
-            creator_id=who.user_id,
-        )
+        created = await self._storage.create_conversation(*self._new_conversation(who, recipients))
         conversation = await self._storage.conversation_by_participants(who.practice_id, key, viewer)
         if conversation is None:  # pragma: no cover - created or found just above
             raise Unavailable("The conversation could not be opened; please try again.")
@@ -393,9 +474,30 @@ class Handlers:
             )
         return self._with_can_send(conversation, settings), created
 
+    async def find_conversation(self, participant_ids: list[str]) -> Found:
+        """The caller's conversation with exactly these other people if there is one, and
+        whether the caller could send to them now (and why not). Creates nothing.
+
+        Who may ask is who may open one (OpenConversation's rules). Like GetConversation
+        it reads conversation metadata, not messages, so it is not an audited PHI read.
+        """
+        who = _staff_or_account(SCOPE_SEND)
+        _full_session(who)
+        recipients = await self._recipients(who, participant_ids)
+        settings = await self._storage.practice_settings(who.practice_id)
+        existing = await self._storage.conversation_by_participants(
+            who.practice_id, recipients.participant_key, recipients.viewer
+        )
+        reason = await self._cannot_send_to(recipients, settings, existing)
+        return Found(
+            conversation=None if existing is None else self._with_can_send(existing, settings),
+            cannot_send_reason=reason,
+        )
+
     @staticmethod
     def _with_can_send(conversation: Conversation, settings: PracticeSettings) -> Conversation:
-        return replace(conversation, can_send=_sending_refusal(settings, conversation) is None)
+        reason = _cannot_send(settings, conversation.client_id, conversation.client_enabled)
+        return replace(conversation, can_send=reason is None, cannot_send_reason=reason)
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
         """A participant's conversation, or (messaging.read) any of a practice system's practice."""
@@ -437,15 +539,7 @@ class Handlers:
         for row in rows[:limit]:
             preview = "" if who.is_service_account else await self._preview(row)
             page.append(replace(self._with_can_send(row, settings), preview=preview))
-        await self._storage.record_audit(
-            AuditEntry(
-                actor=who.subject,
-                action="conversations.list",
-                outcome="ok",
-                practice_id=who.practice_id,
-                detail={"conversation_ids": [c.conversation_id for c in page], "archived": archived},
-            )
-        )
+        await self._storage.record_audits(_list_audit(who, page, archived))
         return page, next_token
 
     async def _preview(self, conversation: Conversation) -> str:
@@ -533,20 +627,66 @@ class Handlers:
             limit = _page_size(page_size, MESSAGES_PAGE)
             conversation = await self._reachable_conversation(who, conversation_id)
         except DomainError as exc:
-            await self._storage.record_audit(replace(entry, outcome=exc.code.name.lower()))
+            # A refused read of one of the practice's conversations still names its client.
+            client_id = None
+            if entry.target and entry.practice_id:
+                client_id = await self._storage.conversation_client(entry.target, entry.practice_id)
+            await self._storage.record_audit(
+                replace(entry, outcome=exc.code.name.lower(), detail=_about(client_id))
+            )
             raise
         stored = await self._storage.read_messages(
-            conversation_id, after_seq, limit, replace(entry, detail={"after_seq": after_seq})
+            conversation_id,
+            after_seq,
+            limit,
+            replace(entry, detail={"after_seq": after_seq, **_about(conversation.client_id)}),
         )
         return [await self._open(conversation, row) for row in stored]
 
     async def send_message(
-        self, conversation_id: str, body: str, idempotency_key: str
-    ) -> tuple[Message, bool]:
-        """Add a message; the same sender and idempotency key never make a second one."""
+        self, conversation_id: str, body: str, idempotency_key: str, participant_ids: list[str] | None = None
+    ) -> Sent:
+        """Add a message; the same sender and idempotency key never make a second one.
+
+        The message goes to ``conversation_id``, or (instead) to the caller's conversation
+        with ``participant_ids``, which this message creates when there is none.
+        """
         who = _person_or_account(SCOPE_SEND)
+        if bool(conversation_id) == bool(participant_ids):
+            raise InvalidArgument(
+                "Give either the conversation or the people to send to, not both."
+                if conversation_id
+                else "Say where the message goes: a conversation or the people to send to."
+            )
+        if participant_ids:
+            # Starting a conversation is opening one: OpenConversation's rules.
+            _staff_or_account(SCOPE_SEND)
+            _full_session(who)
+            text = self._checked_body(who, body, idempotency_key)
+            return await self._send_to_people(who, participant_ids, text, idempotency_key)
         conversation_id = _parse_id(conversation_id, "conversation id")
         _check_reach(who, conversation_id)
+        text = self._checked_body(who, body, idempotency_key)
+        conversation = await self._reachable_conversation(who, conversation_id)
+        digest = await self._cipher.digest(who.practice_id, text)
+
+        for _ in range(SEND_ATTEMPTS):
+            existing = await self._storage.message_by_idempotency_key(who.user_id, idempotency_key)
+            if existing is not None:
+                return Sent(await self._replay(conversation, existing, digest), created=False)
+            settings = await self._storage.practice_settings(who.practice_id)
+            reason = _cannot_send(settings, conversation.client_id, conversation.client_enabled)
+            if reason is not None:
+                raise FailedPrecondition(reason.message)
+            try:
+                return Sent(await self._append(who, conversation_id, text, digest, idempotency_key), created=True)
+            except IdempotencyKeyTaken:
+                # A concurrent send with this key won the race: answer with its message.
+                log.info("idempotency key race lost", extra={"fields": {"conversation_id": conversation_id}})
+        raise Unavailable("The message could not be sent; please try again.")
+
+    def _checked_body(self, who: Principal, body: str, idempotency_key: str) -> str:
+        """The message text to store (trimmed), after the length and idempotency-key rules."""
         text = body.strip()
         if not text:
             raise InvalidArgument("A message cannot be empty.")
@@ -562,55 +702,102 @@ class Handlers:
             raise InvalidArgument(
                 f"The idempotency key can be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters."
             )
-        conversation = await self._reachable_conversation(who, conversation_id)
-        digest = await self._cipher.digest(who.practice_id, text)
+        return text
 
+    async def _new_message(
+        self, who: Principal, conversation_id: str, text: str, digest: bytes, idempotency_key: str
+    ) -> tuple[NewMessage, AuditEntry]:
+        """The message sealed for its conversation (its ids are the associated data), and its audit row."""
+        message_id = str(uuid.uuid4())
+        sealed = await self._cipher.seal(
+            who.practice_id, text, associated_data(who.practice_id, conversation_id, message_id)
+        )
+        new = NewMessage(
+            message_id=message_id,
+            conversation_id=conversation_id,
+            practice_id=who.practice_id,
+            sender_id=who.user_id,
+            sealed=sealed,
+            body_digest=digest,
+            idempotency_key=idempotency_key,
+            notification_event_id=str(uuid.uuid4()),
+        )
+        entry = AuditEntry(
+            actor=who.subject,
+            action="message.send",
+            outcome="ok",
+            practice_id=who.practice_id,
+            detail={"conversation_id": conversation_id},
+        )
+        return new, entry
+
+    @staticmethod
+    def _sent_message(new: NewMessage, stored: StoredMessage, text: str) -> Message:
+        return Message(
+            message_id=stored.message_id,
+            conversation_id=new.conversation_id,
+            seq=stored.seq,
+            sender_id=new.sender_id,
+            body=text,
+            created_at=stored.created_at,
+        )
+
+    async def _append(
+        self, who: Principal, conversation_id: str, text: str, digest: bytes, idempotency_key: str
+    ) -> Message:
+        """Seal and store a message in an existing conversation (raises ``IdempotencyKeyTaken``)."""
+        new, entry = await self._new_message(who, conversation_id, text, digest, idempotency_key)
+        return self._sent_message(new, await self._storage.insert_message(new, entry), text)
+
+    async def _send_to_people(
+        self, who: Principal, participant_ids: list[str], text: str, idempotency_key: str
+    ) -> Sent:
+        """Send to the caller's conversation with these people, creating it with this message.
+
+        Concurrent first sends to the same people end in one conversation: the one whose
+        transaction creates it wins, the others (waiting on the conversation's unique key)
+        find it on their next attempt and send into it.
+        """
+        recipients = await self._recipients(who, participant_ids)
+        digest = await self._cipher.digest(who.practice_id, text)
         for _ in range(SEND_ATTEMPTS):
+            conversation = await self._storage.conversation_by_participants(
+                who.practice_id, recipients.participant_key, recipients.viewer
+            )
             existing = await self._storage.message_by_idempotency_key(who.user_id, idempotency_key)
             if existing is not None:
-                return await self._replay(conversation, existing, digest), False
-            refusal = _sending_refusal(await self._storage.practice_settings(who.practice_id), conversation)
-            if refusal is not None:
-                raise FailedPrecondition(refusal)
-            message_id = str(uuid.uuid4())
-            sealed = await self._cipher.seal(
-                who.practice_id, text, associated_data(who.practice_id, conversation_id, message_id)
-            )
+                if conversation is None:
+                    raise FailedPrecondition("This idempotency key was already used for a different message.")
+                return Sent(await self._replay(conversation, existing, digest), created=False)
+            settings = await self._storage.practice_settings(who.practice_id)
+            reason = await self._cannot_send_to(recipients, settings, conversation)
+            if reason is not None:
+                raise FailedPrecondition(reason.message)
             try:
-                stored = await self._storage.insert_message(
-                    NewMessage(
-                        message_id=message_id,
-                        conversation_id=conversation_id,
-                        practice_id=who.practice_id,
-                        sender_id=who.user_id,
-                        sealed=sealed,
-                        body_digest=digest,
-                        idempotency_key=idempotency_key,
-                        notification_event_id=str(uuid.uuid4()),
-                    ),
-                    AuditEntry(
-                        actor=who.subject,
-                        action="message.send",
-                        outcome="ok",
-                        practice_id=who.practice_id,
-                        detail={"conversation_id": conversation_id},
-                    ),
+                if conversation is not None:
+                    message = await self._append(
+                        who, conversation.conversation_id, text, digest, idempotency_key
+                    )
+                    return Sent(message, created=True)
+                new_conversation, conversation_entry = self._new_conversation(who, recipients)
+                new, entry = await self._new_message(
+                    who, new_conversation.conversation_id, text, digest, idempotency_key
+                )
+                stored = await self._storage.create_conversation_with_message(
+                    new_conversation, conversation_entry, new, replace(entry, detail={
+                        **entry.detail, "conversation_created": True})
                 )
             except IdempotencyKeyTaken:
-                # A concurrent send with this key won the race: answer with its message.
-                log.info("idempotency key race lost", extra={"fields": {"conversation_id": conversation_id}})
+                log.info("idempotency key race lost", extra={"fields": {"participants": len(participant_ids)}})
                 continue
-            return (
-                Message(
-                    message_id=stored.message_id,
-                    conversation_id=conversation_id,
-                    seq=stored.seq,
-                    sender_id=who.user_id,
-                    body=text,
-                    created_at=stored.created_at,
-                ),
-                True,
+            if stored is None:
+                # A concurrent first send created the conversation: this message goes into it.
+                continue
+            log.info(
+                "conversation created with its first message",
+                extra={"fields": {"conversation_id": new.conversation_id}},
             )
+            return Sent(self._sent_message(new, stored, text), created=True, conversation_created=True)
         raise Unavailable("The message could not be sent; please try again.")
 
     async def _replay(self, conversation: Conversation, existing: StoredMessage, digest: bytes) -> Message:
@@ -685,3 +872,24 @@ class Handlers:
                     return
                 if self._hub.closed and cursor >= high_water:
                     return
+
+
+def _list_audit(who: Principal, page: list[Conversation], archived: bool) -> list[AuditEntry]:
+    """A page of the list is a PHI read (previews): one audit row per client whose
+    conversations it showed, naming them, and one for conversations among staff (or for an
+    empty page), so the owner's trail filtered by a client finds every list that showed them."""
+    by_client: dict[str | None, list[str]] = {}
+    for conversation in page:
+        by_client.setdefault(conversation.client_id or None, []).append(conversation.conversation_id)
+    if not by_client:
+        by_client[None] = []
+    return [
+        AuditEntry(
+            actor=who.subject,
+            action="conversations.list",
+            outcome="ok",
+            practice_id=who.practice_id,
+            detail={"conversation_ids": ids, "archived": archived, **_about(client_id)},
+        )
+        for client_id, ids in by_client.items()
+    ]

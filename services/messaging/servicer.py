@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,7 @@ from confidant.messaging.v1 import messaging_service_pb2_grpc as pb_grpc
 
 from services.common.convert import timestamp as _timestamp
 from services.messaging.handlers import Handlers, Message
+from services.messaging.sending import CannotSend
 from services.messaging.storage import (
     KIND_CONVERSATION_ARCHIVED,
     KIND_CONVERSATION_CREATED,
@@ -28,6 +30,14 @@ _EVENT_KINDS = {
     KIND_READ_UPDATED: pb.EVENT_KIND_READ_UPDATED,
     KIND_CONVERSATION_CREATED: pb.EVENT_KIND_CONVERSATION_CREATED,
     KIND_CONVERSATION_ARCHIVED: pb.EVENT_KIND_CONVERSATION_ARCHIVED,
+}
+
+
+_CANNOT_SEND = {
+    None: pb.CANNOT_SEND_REASON_UNSPECIFIED,
+    CannotSend.PRACTICE_DISABLED: pb.CANNOT_SEND_REASON_PRACTICE_DISABLED,
+    CannotSend.CLIENT_DISABLED: pb.CANNOT_SEND_REASON_CLIENT_DISABLED,
+    CannotSend.TEAM_DISABLED: pb.CANNOT_SEND_REASON_TEAM_DISABLED,
 }
 
 
@@ -55,6 +65,7 @@ def _conversation_pb(conversation: Conversation) -> pb.Conversation:
         last_sender_id=conversation.last_sender_id,
         archived=conversation.archived,
         can_send=conversation.can_send,
+        cannot_send_reason=_CANNOT_SEND[conversation.cannot_send_reason],
     )
 
 
@@ -111,9 +122,8 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     async def GetClientMessaging(
         self, request: pb.GetClientMessagingRequest, context
     ) -> pb.GetClientMessagingResponse:
-        return pb.GetClientMessagingResponse(
-            enabled=await self._handlers.get_client_messaging(request.client_id)
-        )
+        enabled, practice_enabled = await self._handlers.get_client_messaging(request.client_id)
+        return pb.GetClientMessagingResponse(enabled=enabled, practice_enabled=practice_enabled)
 
     async def EnableClientMessaging(
         self, request: pb.EnableClientMessagingRequest, context
@@ -142,6 +152,19 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         conversation, created = await self._handlers.open_conversation(list(request.participant_ids))
         return pb.OpenConversationResponse(conversation=_conversation_pb(conversation), created=created)
 
+    async def FindConversation(
+        self, request: pb.FindConversationRequest, context
+    ) -> pb.FindConversationResponse:
+        found = await self._handlers.find_conversation(list(request.participant_ids))
+        reply = pb.FindConversationResponse(
+            found=found.conversation is not None,
+            can_send=found.can_send,
+            cannot_send_reason=_CANNOT_SEND[found.cannot_send_reason],
+        )
+        if found.conversation is not None:
+            reply.conversation.CopyFrom(_conversation_pb(found.conversation))
+        return reply
+
     async def GetConversation(
         self, request: pb.GetConversationRequest, context
     ) -> pb.GetConversationResponse:
@@ -165,10 +188,12 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         return pb.ListMessagesResponse(messages=[_message_pb(m) for m in messages])
 
     async def SendMessage(self, request: pb.SendMessageRequest, context) -> pb.SendMessageResponse:
-        message, created = await self._handlers.send_message(
-            request.conversation_id, request.body, request.idempotency_key
+        sent = await self._handlers.send_message(
+            request.conversation_id, request.body, request.idempotency_key, list(request.participant_ids)
         )
-        return pb.SendMessageResponse(message=_message_pb(message), created=created)
+        return pb.SendMessageResponse(
+            message=_message_pb(sent.message), created=sent.created, conversation_created=sent.conversation_created
+        )
 
     async def MarkRead(self, request: pb.MarkReadRequest, context) -> pb.MarkReadResponse:
         return pb.MarkReadResponse(
@@ -202,5 +227,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamEventsResponse]:
-        async for event in self._handlers.stream_events(request.after_event_id):
-            yield _event_pb(event)
+        # Closed here when the call ends, not later by the garbage collector in another task.
+        async with contextlib.aclosing(self._handlers.stream_events(request.after_event_id)) as events:
+            async for event in events:
+                yield _event_pb(event)

@@ -22,8 +22,8 @@ from psycopg_pool import AsyncConnectionPool
 from services.common import audit
 from services.common.errors import FailedPrecondition, NotFound, Unavailable
 from services.messaging.crypto import SealedBody
+from services.messaging.sending import CannotSend
 
-CLIENT_TURNED_OFF = "Secure messaging is turned off for this client, so no one can send in this conversation."
 # The advisory lock that orders event ids (see migrations/0001_init.sql).
 EVENT_ID_LOCK = 7_146_101
 EVENTS_CHANNEL = "messaging_events"
@@ -94,9 +94,10 @@ class Conversation:
     # The last message, still sealed: fetched with the conversation, in the same query.
     last_message: StoredMessage | None = None
     # Filled in by the handlers: the start of the last message for a participant,
-    # and whether a send would be accepted now.
+    # whether a send would be accepted now, and if not why.
     preview: str = ""
     can_send: bool = False
+    cannot_send_reason: CannotSend | None = None
 
     @property
     def unread_count(self) -> int:
@@ -105,6 +106,20 @@ class Conversation:
     @property
     def last_sender_id(self) -> str:
         return self.last_message.sender_id if self.last_message else ""
+
+
+@dataclass(frozen=True)
+class NewConversation:
+    conversation_id: str
+    practice_id: str
+    # The client among the participants; None between staff.
+    client_id: str | None
+    # The sorted participant ids joined with ',' (unique per practice).
+    participant_key: str
+    # (user_id, is_staff) of every participant.
+    participants: tuple[tuple[str, bool], ...]
+    # Who made it (the CONVERSATION_CREATED event's actor).
+    creator_id: str
 
 
 @dataclass(frozen=True)
@@ -258,6 +273,155 @@ async def _notify(conn: psycopg.AsyncConnection, channel: str, payload: int) -> 
     await conn.execute("SELECT pg_notify(%s, %s)", (channel, str(payload)))
 
 
+def _about(client_id: str | None) -> dict:
+    """The audit detail that names the client a row is about (the owner filters on it)."""
+    return {"client_id": client_id} if client_id else {}
+
+
+async def _insert_conversation(conn: psycopg.AsyncConnection, new: NewConversation, audit_entry: AuditEntry) -> bool:
+    """The conversation, its participants, its CONVERSATION_CREATED event and its audit row, in
+    the caller's transaction; False (nothing written) when these people already have one."""
+    cur = await conn.execute(
+        "INSERT INTO conversations (conversation_id, practice_id, client_id, participant_key)"
+        " VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT ON CONSTRAINT conversations_participant_key_unique DO NOTHING"
+        " RETURNING last_activity_at",
+        (new.conversation_id, new.practice_id, new.client_id, new.participant_key),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return False  # a concurrent open or first send made it first
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO participants (conversation_id, user_id, is_staff, last_activity_at)"
+            " VALUES (%s, %s, %s, %s)",
+            [(new.conversation_id, user_id, is_staff, row[0]) for user_id, is_staff in new.participants],
+        )
+    # Its id is drawn under the event-order lock (held to commit); with a first message, the
+    # message's event comes after it, so whoever is told of the conversation finds the message.
+    cur = await conn.execute(
+        "INSERT INTO events (kind, conversation_id, seq, actor_id, recipient_ids)"
+        " VALUES (%s, %s, 0, %s, %s) RETURNING event_id",
+        (
+            KIND_CONVERSATION_CREATED,
+            new.conversation_id,
+            new.creator_id,
+            [user_id for user_id, _ in new.participants],
+        ),
+    )
+    (event_id,) = await cur.fetchone()
+    await _notify(conn, EVENTS_CHANNEL, event_id)
+    await _record(
+        conn,
+        audit_entry_with(
+            audit_entry, target=new.conversation_id, participants=len(new.participants), **_about(new.client_id)
+        ),
+    )
+    return True
+
+
+async def _append_message(conn: psycopg.AsyncConnection, new: NewMessage, audit_entry: AuditEntry) -> StoredMessage:
+    """A message, in the caller's transaction: its seq, the sender's read cursor, the
+    MESSAGE_CREATED event, the outbox row, the wake-ups and the audit row."""
+    # Locks the conversation row: concurrent sends to it take their seqs in turn.
+    cur = await conn.execute(
+        "UPDATE conversations SET last_seq = last_seq + 1,"
+        "   last_activity_at = greatest(last_activity_at, clock_timestamp())"
+        " WHERE conversation_id = %s RETURNING last_seq, last_activity_at, client_id",
+        (new.conversation_id,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound("No such conversation.")
+    seq, created_at, client_id = row
+    if client_id is not None:
+        # Checked again under a share lock: a disable that commits first wins,
+        # one that comes later waits for this send.
+        cur = await conn.execute(
+            "SELECT enabled FROM client_messaging WHERE client_id = %s FOR SHARE", (client_id,)
+        )
+        state = await cur.fetchone()
+        if state is None or not state[0]:
+            raise FailedPrecondition(CannotSend.CLIENT_DISABLED.message)
+    await conn.execute(
+        "INSERT INTO messages (message_id, conversation_id, seq, sender_id, body_ciphertext, nonce,"
+        " key_version, body_sha256, idempotency_key, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            new.message_id,
+            new.conversation_id,
+            seq,
+            new.sender_id,
+            new.sealed.ciphertext,
+            new.sealed.nonce,
+            new.sealed.key_version,
+            new.body_digest,
+            new.idempotency_key,
+            created_at,
+        ),
+    )
+    # The sender has read their own message; everyone's list order moves, and
+    # the conversation comes back for whoever had archived it.
+    cur = await conn.execute(
+        "UPDATE participants SET last_activity_at = %s, archived = false,"
+        "   read_seq = CASE WHEN user_id = %s THEN greatest(read_seq, %s) ELSE read_seq END"
+        " WHERE conversation_id = %s RETURNING user_id, is_staff",
+        (created_at, new.sender_id, seq, new.conversation_id),
+    )
+    people = await cur.fetchall()
+    cur = await conn.execute(
+        "INSERT INTO events (kind, conversation_id, seq, actor_id, recipient_ids, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING event_id",
+        (
+            KIND_MESSAGE_CREATED,
+            new.conversation_id,
+            seq,
+            new.sender_id,
+            sorted(user_id for user_id, _ in people),
+            created_at,
+        ),
+    )
+    (event_id,) = await cur.fetchone()
+    await _notify(conn, EVENTS_CHANNEL, event_id)
+    recipients = [
+        {"user_id": user_id, "is_client": not is_staff}
+        for user_id, is_staff in sorted(people)
+        if user_id != new.sender_id
+    ]
+    if recipients:
+        cur = await conn.execute(
+            "INSERT INTO outbox (event_id, payload) VALUES (%s, %s) RETURNING outbox_id",
+            (
+                event_id,
+                Jsonb(
+                    {
+                        "event_id": new.notification_event_id,
+                        "practice_id": new.practice_id,
+                        "conversation_id": new.conversation_id,
+                        "message_id": new.message_id,
+                        "seq": seq,
+                        "sender_id": new.sender_id,
+                        "recipients": recipients,
+                        "created_at": created_at.isoformat(),
+                    }
+                ),
+            ),
+        )
+        (outbox_id,) = await cur.fetchone()
+        await _notify(conn, OUTBOX_CHANNEL, outbox_id)
+    # Last: the audit chain lock serialises appends, so hold it as briefly as possible.
+    await _record(conn, audit_entry_with(audit_entry, target=new.message_id, seq=seq, **_about(client_id)))
+    return StoredMessage(
+        message_id=new.message_id,
+        conversation_id=new.conversation_id,
+        seq=seq,
+        sender_id=new.sender_id,
+        sealed=new.sealed,
+        body_digest=new.body_digest,
+        created_at=created_at,
+    )
+
+
 class Storage:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
@@ -267,6 +431,12 @@ class Storage:
     async def record_audit(self, entry: AuditEntry) -> None:
         async with self._pool.connection() as conn:
             await _record(conn, entry)
+
+    async def record_audits(self, entries: Sequence[AuditEntry]) -> None:
+        """Several rows in one transaction (the chain lock taken once)."""
+        async with self._pool.connection() as conn, conn.transaction():
+            for entry in entries:
+                await _record(conn, entry)
 
     # -- practice settings and client enablement ---------------------------
 
@@ -409,11 +579,23 @@ class Storage:
             row = await cur.fetchone()
         return _conversation(row) if row else None
 
+    async def conversation_client(self, conversation_id: str, practice_id: str) -> str | None:
+        """The client in one of the practice's conversations (None between staff, or when there
+        is no such conversation): refused reads name the client in their audit rows too."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT client_id FROM conversations WHERE conversation_id = %s AND practice_id = %s",
+                (conversation_id, practice_id),
+            )
+            row = await cur.fetchone()
+        return row[0] if row else None
+
     async def practice_conversations(
         self, practice_id: str, limit: int, after: tuple[datetime, str] | None = None
     ) -> list[Conversation]:
-        """All of a practice's conversations, newest activity first, after a keyset cursor."""
-        query = _PRACTICE_SELECT + " WHERE c.practice_id = %(practice)s"
+        """A practice's conversations that have messages, newest activity first, after a keyset cursor."""
+        # A conversation is listed from its first message on (OpenConversation makes empty ones).
+        query = _PRACTICE_SELECT + " WHERE c.practice_id = %(practice)s AND c.last_seq > 0"
         if after is not None:
             query += " AND (c.last_activity_at, c.conversation_id) < (%(after_at)s, %(after_id)s)"
         query += " ORDER BY c.last_activity_at DESC, c.conversation_id DESC LIMIT %(limit)s"
@@ -442,43 +624,34 @@ class Storage:
             row = await cur.fetchone()
         return _conversation(row) if row else None
 
-    async def create_conversation(
-        self,
-        practice_id: str,
-        client_id: str | None,
-        participant_key: str,
-        participants: Sequence[tuple[str, bool]],
-        creator_id: str,
-    ) -> bool:
-        """Create the conversation of these (user_id, is_staff) people; False if it already existed."""
-        conversation_id = str(uuid.uuid4())
-        user_ids = [user_id for user_id, _ in participants]
+    async def create_conversation(self, new: NewConversation, audit_entry: AuditEntry) -> bool:
+        """Create the conversation of these people, empty; False if it already existed."""
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "INSERT INTO conversations (conversation_id, practice_id, client_id, participant_key)"
-                " VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT ON CONSTRAINT conversations_participant_key_unique DO NOTHING"
-                " RETURNING last_activity_at",
-                (conversation_id, practice_id, client_id, participant_key),
-            )
-            row = await cur.fetchone()
-            if row is None:
-                return False  # a concurrent open made it first
-            async with conn.cursor() as cur:
-                await cur.executemany(
-                    "INSERT INTO participants (conversation_id, user_id, is_staff, last_activity_at)"
-                    " VALUES (%s, %s, %s, %s)",
-                    [(conversation_id, user_id, is_staff, row[0]) for user_id, is_staff in participants],
-                )
-            # The event comes last: its id is drawn under the event-order lock (held to commit).
-            cur = await conn.execute(
-                "INSERT INTO events (kind, conversation_id, seq, actor_id, recipient_ids)"
-                " VALUES (%s, %s, 0, %s, %s) RETURNING event_id",
-                (KIND_CONVERSATION_CREATED, conversation_id, creator_id, user_ids),
-            )
-            (event_id,) = await cur.fetchone()
-            await _notify(conn, EVENTS_CHANNEL, event_id)
-        return True
+            return await _insert_conversation(conn, new, audit_entry)
+
+    async def create_conversation_with_message(
+        self,
+        new: NewConversation,
+        conversation_audit: AuditEntry,
+        message: NewMessage,
+        message_audit: AuditEntry,
+    ) -> StoredMessage | None:
+        """Create the conversation of these people with its first message, in one transaction
+        (participants, CONVERSATION_CREATED then MESSAGE_CREATED, the outbox row, both audit rows).
+
+        None, with nothing written, when the conversation already exists: a concurrent first
+        send made it (this waits for that one to commit), and the message goes into theirs.
+        Raises ``IdempotencyKeyTaken`` as ``insert_message`` does.
+        """
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                if not await _insert_conversation(conn, new, conversation_audit):
+                    return None
+                return await _append_message(conn, message, message_audit)
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == "messages_sender_idempotency_unique":
+                raise IdempotencyKeyTaken() from None
+            raise
 
     async def list_conversations(
         self,
@@ -489,12 +662,14 @@ class Storage:
         only_conversation: str | None = None,
         archived: bool = False,
     ) -> list[Conversation]:
-        """The person's archived (or other) conversations, newest activity first, after a
-        keyset cursor, each with its last message (one query for the page)."""
+        """The person's archived (or other) conversations that have messages, newest activity
+        first, after a keyset cursor, each with its last message (one query for the page)."""
         conditions = [
             sql.SQL("me.user_id = %(user)s"),
             sql.SQL("me.archived = %(archived)s"),
             sql.SQL("c.practice_id = %(practice)s"),
+            # Listed from its first message on: nobody sees a conversation nothing was said in.
+            sql.SQL("c.last_seq > 0"),
         ]
         if after is not None:
             conditions.append(
@@ -563,13 +738,16 @@ class Storage:
         it changed, or None when they are not a participant. Audited with the change."""
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
-                "SELECT archived FROM participants WHERE conversation_id = %s AND user_id = %s FOR UPDATE",
+                "SELECT p.archived, c.client_id FROM participants p"
+                "  JOIN conversations c ON c.conversation_id = p.conversation_id"
+                " WHERE p.conversation_id = %s AND p.user_id = %s FOR UPDATE OF p",
                 (conversation_id, user_id),
             )
             row = await cur.fetchone()
             if row is None:
                 return None
             changed = row[0] != archived
+            client_id = row[1]
             if changed:
                 await conn.execute(
                     "UPDATE participants SET archived = %s WHERE conversation_id = %s AND user_id = %s",
@@ -583,7 +761,7 @@ class Storage:
                 )
                 (event_id,) = await cur.fetchone()
                 await _notify(conn, EVENTS_CHANNEL, event_id)
-            await _record(conn, audit_entry_with(audit_entry, changed=changed))
+            await _record(conn, audit_entry_with(audit_entry, changed=changed, **_about(client_id)))
         return changed
 
     async def read_state(self, conversation_id: str, user_id: str) -> tuple[int, int] | None:
@@ -619,107 +797,11 @@ class Storage:
         """
         try:
             async with self._pool.connection() as conn, conn.transaction():
-                # Locks the conversation row: concurrent sends to it take their seqs in turn.
-                cur = await conn.execute(
-                    "UPDATE conversations SET last_seq = last_seq + 1,"
-                    "   last_activity_at = greatest(last_activity_at, clock_timestamp())"
-                    " WHERE conversation_id = %s RETURNING last_seq, last_activity_at, client_id",
-                    (new.conversation_id,),
-                )
-                row = await cur.fetchone()
-                if row is None:
-                    raise NotFound("No such conversation.")
-                seq, created_at, client_id = row
-                if client_id is not None:
-                    # Checked again under a share lock: a disable that commits first wins,
-                    # one that comes later waits for this send.
-                    cur = await conn.execute(
-                        "SELECT enabled FROM client_messaging WHERE client_id = %s FOR SHARE", (client_id,)
-                    )
-                    state = await cur.fetchone()
-                    if state is None or not state[0]:
-                        raise FailedPrecondition(CLIENT_TURNED_OFF)
-                await conn.execute(
-                    "INSERT INTO messages (message_id, conversation_id, seq, sender_id, body_ciphertext, nonce,"
-                    " key_version, body_sha256, idempotency_key, created_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        new.message_id,
-                        new.conversation_id,
-                        seq,
-                        new.sender_id,
-                        new.sealed.ciphertext,
-                        new.sealed.nonce,
-                        new.sealed.key_version,
-                        new.body_digest,
-                        new.idempotency_key,
-                        created_at,
-                    ),
-                )
-                # The sender has read their own message; everyone's list order moves, and
-                # the conversation comes back for whoever had archived it.
-                cur = await conn.execute(
-                    "UPDATE participants SET last_activity_at = %s, archived = false,"
-                    "   read_seq = CASE WHEN user_id = %s THEN greatest(read_seq, %s) ELSE read_seq END"
-                    " WHERE conversation_id = %s RETURNING user_id, is_staff",
-                    (created_at, new.sender_id, seq, new.conversation_id),
-                )
-                people = await cur.fetchall()
-                cur = await conn.execute(
-                    "INSERT INTO events (kind, conversation_id, seq, actor_id, recipient_ids, created_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s) RETURNING event_id",
-                    (
-                        KIND_MESSAGE_CREATED,
-                        new.conversation_id,
-                        seq,
-                        new.sender_id,
-                        sorted(user_id for user_id, _ in people),
-                        created_at,
-                    ),
-                )
-                (event_id,) = await cur.fetchone()
-                await _notify(conn, EVENTS_CHANNEL, event_id)
-                recipients = [
-                    {"user_id": user_id, "is_client": not is_staff}
-                    for user_id, is_staff in sorted(people)
-                    if user_id != new.sender_id
-                ]
-                if recipients:
-                    cur = await conn.execute(
-                        "INSERT INTO outbox (event_id, payload) VALUES (%s, %s) RETURNING outbox_id",
-                        (
-                            event_id,
-                            Jsonb(
-                                {
-                                    "event_id": new.notification_event_id,
-                                    "practice_id": new.practice_id,
-                                    "conversation_id": new.conversation_id,
-                                    "message_id": new.message_id,
-                                    "seq": seq,
-                                    "sender_id": new.sender_id,
-                                    "recipients": recipients,
-                                    "created_at": created_at.isoformat(),
-                                }
-                            ),
-                        ),
-                    )
-                    (outbox_id,) = await cur.fetchone()
-                    await _notify(conn, OUTBOX_CHANNEL, outbox_id)
-                # Last: the audit chain lock serialises appends, so hold it as briefly as possible.
-                await _record(conn, audit_entry_with(audit_entry, target=new.message_id, seq=seq))
+                return await _append_message(conn, new, audit_entry)
         except psycopg.errors.UniqueViolation as exc:
             if exc.diag.constraint_name == "messages_sender_idempotency_unique":
                 raise IdempotencyKeyTaken() from None
             raise
-        return StoredMessage(
-            message_id=new.message_id,
-            conversation_id=new.conversation_id,
-            seq=seq,
-            sender_id=new.sender_id,
-            sealed=new.sealed,
-            body_digest=new.body_digest,
-            created_at=created_at,
-        )
 
     async def read_messages(
         self, conversation_id: str, after_seq: int, limit: int, audit_entry: AuditEntry

@@ -10,7 +10,9 @@ Each cell says "ok" or the status code the call must end with. Messaging answers
 NOT_FOUND (not PERMISSION_DENIED) for conversations and clients the caller may not
 see, so that their existence is not revealed. Calls that change something are aimed
 so that repeating them in any order leaves the world as it was (enable an enabled
-client, disable a never-enabled one, unarchive, save the same settings).
+client, disable a never-enabled one, unarchive, save the same settings); a send to
+participant_ids uses one idempotency key per role, so only its first call creates anything.
+Rows named "RPC (variant)" pin a request shape whose rules differ from the RPC's plain row.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ MATRIX: dict[str, dict[str, object]] = {
     "DisableClientMessaging": only(STAFF, outside_clinician=ND),
     "HandleClientCreated": only(["auth_service"]),
     "OpenConversation": only([*STAFF, "service_account"], outside_clinician=ND),
+    # Who may start a conversation is who may look for one: OpenConversation's rules.
+    "FindConversation": only([*STAFF, "service_account"], outside_clinician=ND),
     "GetConversation": only([*IN_CONVERSATION, "service_account"], **{r: ND for r in (
         "other_client", "other_clinician", "team_member", "owner", "outside_clinician")}),
     "ListConversations": only([*PEOPLE, "service_account"]),
@@ -68,6 +72,9 @@ MATRIX: dict[str, dict[str, object]] = {
         "other_client", "other_clinician", "team_member", "owner", "outside_clinician")}),
     "SendMessage": only([*IN_CONVERSATION, "service_account"], **{r: ND for r in (
         "other_client", "other_clinician", "team_member", "owner", "outside_clinician")}),
+    # To the client by participant_ids (the conversation is created with the message): any
+    # staff member of the practice, or its system; never a client or a quick sign-in.
+    "SendMessage (participant_ids)": only([*STAFF, "service_account"], outside_clinician=ND),
     "MarkRead": only(IN_CONVERSATION, **{r: ND for r in (
         "other_client", "other_clinician", "team_member", "owner", "outside_clinician")}),
     "GetUnreadSummary": only(PEOPLE),
@@ -145,11 +152,14 @@ def _calls() -> dict[str, Call]:
         return pb.UpdatePracticeSettingsRequest(settings=pb.PracticeSettings(
             secure_messaging_enabled=True, auto_enable_new_clients=False, team_messaging_enabled=True))
 
-    def open_request(world: World, role: str) -> pb.OpenConversationRequest:
+    def with_client(world: World, role: str) -> list[str]:
         others = [world.people["client"].user_id]
         if role == "service_account":  # never a participant itself: names the staff member too
             others.append(world.people["clinician"].user_id)
-        return pb.OpenConversationRequest(participant_ids=others)
+        return others
+
+    def open_request(world: World, role: str) -> pb.OpenConversationRequest:
+        return pb.OpenConversationRequest(participant_ids=with_client(world, role))
 
     async def stream(world: World, role: str, metadata) -> object:
         # From the start of time: an allowed caller is streamed (and then waits for more).
@@ -182,6 +192,8 @@ def _calls() -> dict[str, Call]:
             lambda w, r: pb.HandleClientCreatedRequest(
                 practice_id=w.practice_id, client_id=w.people["other_client"].user_id)),
         "OpenConversation": unary("OpenConversation", open_request),
+        "FindConversation": unary(
+            "FindConversation", lambda w, r: pb.FindConversationRequest(participant_ids=with_client(w, r))),
         "GetConversation": unary(
             "GetConversation", lambda w, r: pb.GetConversationRequest(conversation_id=conversation(w, r))),
         "ListConversations": unary("ListConversations", lambda w, r: pb.ListConversationsRequest()),
@@ -191,6 +203,11 @@ def _calls() -> dict[str, Call]:
             "SendMessage",
             lambda w, r: pb.SendMessageRequest(
                 conversation_id=conversation(w, r), body=f"A note from {r}.", idempotency_key=f"matrix-{r}")),
+        "SendMessage (participant_ids)": unary(
+            "SendMessage",
+            lambda w, r: pb.SendMessageRequest(
+                participant_ids=with_client(w, r), body=f"A first note from {r}.",
+                idempotency_key=f"matrix-people-{r}")),
         "MarkRead": unary(
             "MarkRead", lambda w, r: pb.MarkReadRequest(conversation_id=conversation(w, r), read_seq=1)),
         "GetUnreadSummary": unary("GetUnreadSummary", lambda w, r: pb.GetUnreadSummaryRequest()),
@@ -212,7 +229,8 @@ CALLS = _calls()
 
 def test_the_matrix_covers_every_messaging_rpc():
     service = pb.DESCRIPTOR.services_by_name["MessagingService"]
-    assert set(MATRIX) == set(CALLS) == {method.name for method in service.methods}
+    assert set(MATRIX) == set(CALLS)
+    assert {rpc.split(" ")[0] for rpc in MATRIX} == {method.name for method in service.methods}
 
 
 @pytest.mark.parametrize("role", ROLES)

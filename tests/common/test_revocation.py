@@ -71,8 +71,9 @@ async def test_a_deactivated_clinicians_token_is_refused_at_once_and_others_keep
     # Each person's token is minted once, before the deactivation, and valid for 5 minutes.
     clinician = messaging.as_user(team.clinician)
     others = {name: messaging.as_user(getattr(team, name)) for name in ("owner", "team_member", "client")}
-    assert len((await _list_conversations(messaging, clinician)).conversations) == 1
     await messaging.send(team.clinician, conversation.conversation_id, "See you Tuesday.", metadata=clinician)
+    # Listed from its first message on.
+    assert len((await _list_conversations(messaging, clinician)).conversations) == 1
 
     deactivated = await messaging.auth.DeactivateUser(
         auth_pb.DeactivateUserRequest(user_id=team.clinician.user_id), metadata=others["owner"], timeout=5

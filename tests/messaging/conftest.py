@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from confidant.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from confidant.messaging.v1 import messaging_service_pb2_grpc as pb_grpc
 
@@ -28,7 +29,9 @@ async def messaging(fresh_database, keys_dir, tokens, auth_address, auth_stub):
         messaging_service(fresh_database, keys_dir, auth_address) as (address, url),
         channel(address) as ch,
     ):
-        yield MessagingHarness(pb_grpc.MessagingServiceStub(ch), auth_stub, tokens, url)
+        yield MessagingHarness(
+            pb_grpc.MessagingServiceStub(ch), auth_stub, tokens, url, audit=audit_grpc.AuditServiceStub(ch)
+        )
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import grpc
 import psycopg
 import pytest
+from confidant.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from confidant.auth.v1 import auth_service_pb2 as auth_pb
 from confidant.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from confidant.messaging.v1 import messaging_service_pb2 as pb
@@ -74,6 +75,8 @@ class MessagingHarness:
     auth: auth_grpc.AuthServiceStub
     tokens: Tokens
     database_url: str
+    # Messaging's audit trail as the practice owner reads it (confidant.audit.v1).
+    audit: audit_grpc.AuditServiceStub | None = None
 
     # -- who is calling ----------------------------------------------------------------
 
@@ -152,6 +155,35 @@ class MessagingHarness:
             metadata=metadata or self.as_user(sender),
             timeout=5,
         )
+
+    async def send_to(
+        self, sender: auth_pb.User, others, body: str, key: str = "", metadata=None
+    ) -> pb.SendMessageResponse:
+        """Send to the sender's conversation with ``others`` (users or ids), created by this message
+        when there is none."""
+        return await self.stub.SendMessage(
+            pb.SendMessageRequest(
+                participant_ids=[o if isinstance(o, str) else o.user_id for o in others],
+                body=body,
+                idempotency_key=key or unique("send"),
+            ),
+            metadata=metadata or self.as_user(sender),
+            timeout=5,
+        )
+
+    async def find(self, caller: auth_pb.User, others, metadata=None) -> pb.FindConversationResponse:
+        return await self.stub.FindConversation(
+            pb.FindConversationRequest(participant_ids=[o if isinstance(o, str) else o.user_id for o in others]),
+            metadata=metadata or self.as_user(caller),
+            timeout=5,
+        )
+
+    async def listed(self, person: auth_pb.User, metadata=None) -> list[pb.Conversation]:
+        """The first page of the person's (unarchived) conversations."""
+        reply = await self.stub.ListConversations(
+            pb.ListConversationsRequest(page_size=100), metadata=metadata or self.as_user(person), timeout=5
+        )
+        return list(reply.conversations)
 
     async def messages(
         self, reader: auth_pb.User, conversation_id: str, after_seq: int = 0, page_size: int = 0

@@ -81,19 +81,22 @@ async def test_archive_hides_for_the_caller_only_and_a_new_message_brings_it_bac
         "SELECT actor, action, target, detail FROM audit_events"
         " WHERE action LIKE 'conversation.%%archive' ORDER BY event_id"
     )
+    client = {"client_id": team.client.user_id}  # rows about the client's conversation name the client
     assert audit == [
-        (team.clinician.user_id, "conversation.archive", with_client, {"changed": True}),
-        (team.clinician.user_id, "conversation.archive", with_client, {"changed": False}),
+        (team.clinician.user_id, "conversation.archive", with_client, {"changed": True, **client}),
+        (team.clinician.user_id, "conversation.archive", with_client, {"changed": False, **client}),
         (team.clinician.user_id, "conversation.archive", with_sam, {"changed": True}),
         (team.team_member.user_id, "conversation.archive", with_sam, {"changed": True}),
-        (team.client.user_id, "conversation.archive", with_client, {"changed": True}),
-        (team.client.user_id, "conversation.unarchive", with_client, {"changed": True}),
+        (team.client.user_id, "conversation.archive", with_client, {"changed": True, **client}),
+        (team.client.user_id, "conversation.unarchive", with_client, {"changed": True, **client}),
     ]
 
 
 async def test_archive_refusals_and_the_quick_sign_in(messaging, team):
     cid = (await messaging.client_conversation(team)).conversation_id
     group = (await messaging.open(team.clinician, team.client, team.team_member)).conversation_id
+    for listed_from_now_on in (cid, group):
+        await messaging.send(team.clinician, listed_from_now_on, "Hello")
     other = await messaging.team()
     _, token = await _account_token(messaging, team.owner, ["messaging.send", "messaging.read"])
 
@@ -159,8 +162,10 @@ async def test_archived_and_other_lists_page_without_gaps_or_repeats(messaging, 
 
 async def test_previews_are_for_participants_and_listing_is_audited(messaging, team):
     cid = (await messaging.client_conversation(team)).conversation_id
-    empty = (await messaging.open(team.clinician, team.team_member)).conversation_id
+    staff = (await messaging.open(team.clinician, team.team_member)).conversation_id
+    await messaging.open(team.clinician, team.owner)  # opened, nothing said in it
     long_body = "Thank you for today. " * 10  # 210 characters
+    await messaging.send(team.team_member, staff, "Lunch at noon?")
     await messaging.send(team.clinician, cid, "First, a short note.")
     await messaging.send(team.client, cid, "é" + long_body)
 
@@ -171,8 +176,9 @@ async def test_previews_are_for_participants_and_listing_is_audited(messaging, t
         assert conversation.last_sender_id == team.client.user_id
         assert conversation.unread_count == unread
         assert conversation.can_send is True
-    [without] = [c for c in await listed(messaging, team.clinician) if c.conversation_id == empty]
-    assert (without.preview, without.last_sender_id, without.unread_count) == ("", "", 0)
+    # A conversation nothing was said in is listed to nobody.
+    assert ids(await listed(messaging, team.clinician)) == [cid, staff]
+    assert ids(await listed(messaging, team.owner)) == []
 
     # A practice system reading the practice's conversations is no participant: no preview.
     account_id, token = await _account_token(messaging, team.owner, ["messaging.read"])
@@ -191,13 +197,18 @@ async def test_previews_are_for_participants_and_listing_is_audited(messaging, t
         "SELECT actor, outcome, practice_id, detail FROM audit_events"
         " WHERE action = 'conversations.list' ORDER BY event_id"
     )
-    assert rows[0] == (
-        team.clinician.user_id,
-        "ok",
-        team.practice_id,
-        {"conversation_ids": [cid, empty], "archived": False},
-    )
-    assert rows[1][0] == team.client.user_id and rows[1][3]["conversation_ids"] == [cid]
+    # One row per client whose conversations the page showed (naming them), one for the rest.
+    assert rows[:2] == [
+        (
+            team.clinician.user_id,
+            "ok",
+            team.practice_id,
+            {"conversation_ids": [cid], "archived": False, "client_id": team.client.user_id},
+        ),
+        (team.clinician.user_id, "ok", team.practice_id, {"conversation_ids": [staff], "archived": False}),
+    ]
+    assert rows[2][0] == team.client.user_id and rows[2][3]["conversation_ids"] == [cid]
+    assert rows[2][3]["client_id"] == team.client.user_id
     assert (account_id, "ok", team.practice_id) in [r[:3] for r in rows]
     # The text itself is nowhere in the audit trail.
     assert not any("Thank you" in str(detail) for *_, detail in rows)

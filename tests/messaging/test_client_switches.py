@@ -18,7 +18,7 @@ from tests.messaging.harness import MessagingHarness, Team, eventually, rpc_erro
 from tests.messaging.test_service_accounts import _account_token
 from tests.support import running, service_env
 
-OFF_FOR_CLIENT = "Secure messaging is turned off for this client, so no one can send in this conversation."
+OFF_FOR_CLIENT = "Secure messaging is turned off for this client."
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,8 @@ async def test_team_messaging_governs_staff_only_conversations(messaging, team):
     with_client = (await messaging.client_conversation(team)).conversation_id
     staff = await messaging.open(team.clinician, team.team_member)
     assert staff.can_send is True
+    assert staff.cannot_send_reason == pb.CANNOT_SEND_REASON_UNSPECIFIED
+    await messaging.send(team.team_member, staff.conversation_id, "Morning!")  # listed from now on
 
     saved = await save_settings(messaging, team, team_messaging_enabled=False)
     assert saved.team_messaging_enabled is False and saved.secure_messaging_enabled is True
@@ -86,14 +88,15 @@ async def test_team_messaging_governs_staff_only_conversations(messaging, team):
         assert err.details() == "Team messaging is turned off for this practice."
     # Conversations with a client follow the other switch.
     assert (await messaging.send(team.clinician, with_client, "See you at 3.")).created
-    assert (await conversation(messaging, team.clinician, staff.conversation_id)).can_send is False
+    got = await conversation(messaging, team.clinician, staff.conversation_id)
+    assert (got.can_send, got.cannot_send_reason) == (False, pb.CANNOT_SEND_REASON_TEAM_DISABLED)
     assert (await conversation(messaging, team.clinician, with_client)).can_send is True
     listed = await messaging.stub.ListConversations(
         pb.ListConversationsRequest(), metadata=messaging.as_user(team.clinician), timeout=5
     )
-    assert {c.conversation_id: c.can_send for c in listed.conversations} == {
-        with_client: True,
-        staff.conversation_id: False,
+    assert {c.conversation_id: (c.can_send, c.cannot_send_reason) for c in listed.conversations} == {
+        with_client: (True, pb.CANNOT_SEND_REASON_UNSPECIFIED),
+        staff.conversation_id: (False, pb.CANNOT_SEND_REASON_TEAM_DISABLED),
     }
 
     await save_settings(messaging, team, team_messaging_enabled=True)

@@ -146,9 +146,13 @@ async def test_conversations_are_listed_newest_activity_first_in_pages(messaging
         if person in (team.client, team.other_client):
             await messaging.enable(team.clinician, person)
     conversations = [await messaging.open(team.clinician, person) for person in others]
-    # Activity reorders them: the third, then the first, had messages last.
+    # Listed from their first message on, by activity: the third, then the first, had messages last.
+    for i in (1, 3, 4):
+        await messaging.send(team.clinician, conversations[i].conversation_id, "good morning")
     await messaging.send(team.clinician, conversations[2].conversation_id, "hello")
     await messaging.send(others[0], conversations[0].conversation_id, "hi there")
+    # Opened but nothing said in it: listed to nobody.
+    await messaging.open(team.clinician, team.owner, team.team_member)
 
     expected = [conversations[0], conversations[2], conversations[4], conversations[3], conversations[1]]
     seen, token, pages = [], "", 0

@@ -105,3 +105,29 @@ async def test_a_page_is_one_query_whatever_its_size(pool_and_storage, count):
     counting.statements = 0
     page = await storage.practice_conversations(practice_id, 100)
     assert counting.statements == 1 and len(page) == count
+
+
+async def test_a_conversation_without_messages_is_in_no_page(pool_and_storage):
+    pool, counting, storage = pool_and_storage
+    practice_id, me = str(uuid.uuid4()), str(uuid.uuid4())
+    await _conversations(pool, practice_id, me, 2)
+    async with pool.connection() as conn:
+        empty, client = uuid.uuid4(), str(uuid.uuid4())
+        await conn.execute(
+            "INSERT INTO conversations (conversation_id, practice_id, client_id, participant_key)"
+            " VALUES (%s, %s, %s, %s)",
+            (empty, practice_id, client, f"{me},{client}"),
+        )
+        await conn.execute(
+            "INSERT INTO participants (conversation_id, user_id, is_staff) VALUES (%s, %s, true), (%s, %s, false)",
+            (empty, me, empty, client),
+        )
+    for archived in (False, True):
+        counting.statements = 0
+        page = await storage.list_conversations(me, practice_id, 100, archived=archived)
+        assert counting.statements == 1
+        assert str(empty) not in [c.conversation_id for c in page]
+    assert await storage.list_conversations(client, practice_id, 100) == []
+    counting.statements = 0
+    page = await storage.practice_conversations(practice_id, 100)
+    assert counting.statements == 1 and len(page) == 2

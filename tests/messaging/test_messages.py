@@ -196,11 +196,16 @@ async def test_every_list_messages_call_is_audited(messaging, team):
         ("service:web", "", "permission_denied"),
     ]
     assert rows[0][3] == team.practice_id
-    assert rows[0][4] == {"after_seq": 0, "count": 1}
+    # Rows about the client's conversation name the client, a refused read's too.
+    assert rows[0][4] == {"after_seq": 0, "count": 1, "client_id": team.client.user_id}
+    assert rows[1][4] == {"client_id": team.client.user_id}
+    assert rows[2][4] == rows[3][4] == {}
     sends = await messaging.sql(
         "SELECT actor, outcome, detail FROM audit_events WHERE action = 'message.send'"
     )
-    assert sends == [(team.clinician.user_id, "ok", {"conversation_id": cid, "seq": 1})]
+    assert sends == [
+        (team.clinician.user_id, "ok", {"conversation_id": cid, "seq": 1, "client_id": team.client.user_id})
+    ]
 
 
 async def test_turning_messaging_off_stops_new_messages_but_keeps_history(messaging, team):
@@ -214,20 +219,22 @@ async def test_turning_messaging_off_stops_new_messages_but_keeps_history(messag
         metadata=messaging.as_user(team.owner),
         timeout=5,
     )
-    for call in (
-        messaging.send(team.client, cid, "after"),
-        messaging.send(team.clinician, cid, "after"),
-        messaging.open(team.clinician, team.client, team.team_member),
+    for call, details in (
+        (messaging.send(team.client, cid, "after"), "Secure messaging with clients is turned off for this practice."),
+        (messaging.send(team.clinician, cid, "after"), "Secure messaging with clients is turned off for this practice."),
+        # OpenConversation keeps the words it always had.
+        (messaging.open(team.clinician, team.client, team.team_member), "Secure messaging is turned off for this practice."),
     ):
         err = await rpc_error(call)
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert err.details() == "Secure messaging is turned off for this practice."
+        assert err.details() == details
     reply = await messaging.stub.GetClientMessaging(
         pb.GetClientMessagingRequest(client_id=team.client.user_id),
         metadata=messaging.as_user(team.clinician),
         timeout=5,
     )
-    assert reply.enabled is False
+    # The client's own switch is still on; the practice's is what stops messages.
+    assert (reply.enabled, reply.practice_enabled) == (True, False)
     assert [m.body for m in await messaging.messages(team.client, cid)] == ["before"]
     # Staff among themselves follow the team switch, still on.
     assert (await messaging.send(team.team_member, staff, "still here")).created

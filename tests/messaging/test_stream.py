@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 
 import grpc
@@ -11,7 +12,7 @@ import pytest
 from confidant.messaging.v1 import messaging_service_pb2 as pb
 from confidant.messaging.v1 import messaging_service_pb2_grpc as pb_grpc
 
-from tests.messaging.harness import MessagingHarness, messaging_service
+from tests.messaging.harness import MessagingHarness, eventually, messaging_service
 from tests.support import channel
 
 # Long enough that only NOTIFY can explain an event arriving within a test.
@@ -194,11 +195,19 @@ async def test_stream_refusals(messaging, team):
         assert err.code() == code
 
 
-async def test_a_stream_ends_when_its_access_token_expires(messaging, team):
+async def test_a_stream_ends_when_its_access_token_expires(messaging, team, caplog):
+    caplog.set_level(logging.INFO)
     token = messaging.tokens.user(team.client.user_id, team.practice_id, "client", ttl=1)
     call = stream(messaging, messaging.tokens.metadata(token))
     assert await call.end() is grpc.aio.EOF
     assert await call.call.code() == grpc.StatusCode.OK
+    # Ended cleanly on the server too: its access-log line says OK, and nothing was logged as an error.
+    async def logged():
+        return _grpc_records(caplog, "/StreamEvents")
+
+    await eventually(logged)
+    assert [r.fields["code"] for r in _grpc_records(caplog, "/StreamEvents")] == ["OK"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_stopping_the_server_ends_open_streams(
@@ -251,3 +260,47 @@ async def test_archiving_tells_only_the_archivers_own_streams(messaging, team):
     await theirs.nothing_more()  # the client's view of the conversation did not change
     mine.cancel()
     theirs.cancel()
+
+
+# -- defect 20: "ContextVar ... created in a different Context" -----------------------
+
+
+def _grpc_records(caplog, method: str) -> list:
+    return [
+        r for r in caplog.records
+        if r.name == "confidant.grpc" and getattr(r, "fields", {}).get("method", "").endswith(method)
+    ]
+
+
+async def test_a_stream_its_client_cancels_mid_batch_ends_without_an_error(messaging, team, caplog):
+    """The browser leaves while the server is still writing a backlog: the server's write is
+    cancelled with the stream's generator suspended at a yield. That generator used to be
+    finalised later, in another task's context, where resetting the call's context variables
+    failed and the interceptor logged an ERROR traceback."""
+    caplog.set_level(logging.INFO)
+    cid = (await messaging.client_conversation(team)).conversation_id
+    start = await last_event_id(messaging)
+    # A backlog larger than the HTTP/2 window, so the server is blocked in a write when the
+    # client goes away.
+    await messaging.sql(
+        "INSERT INTO events (kind, conversation_id, seq, actor_id, recipient_ids)"
+        " SELECT 'read_updated', %s, n, %s, ARRAY[%s] FROM generate_series(1, 5000) AS n",
+        (cid, team.client.user_id, team.client.user_id),
+    )
+    for _ in range(3):
+        call = messaging.stub.StreamEvents(
+            pb.StreamEventsRequest(after_event_id=start), metadata=messaging.as_user(team.client), timeout=30
+        )
+        async for _event in call:
+            break
+        call.cancel()
+
+    def errors():
+        return [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+    async def all_streams_ended_or_failed():
+        return len(_grpc_records(caplog, "/StreamEvents")) == 3 or errors()
+
+    await eventually(all_streams_ended_or_failed)
+    assert [r.getMessage() for r in errors()] == []
+    assert [r.fields["code"] for r in _grpc_records(caplog, "/StreamEvents")] == ["CANCELLED"] * 3
