@@ -81,6 +81,8 @@ STREAM_BATCH = 100
 # A send that keeps losing idempotency races to sends that then roll back gives up.
 SEND_ATTEMPTS = 3
 MAGIC_LINK = "magic_link"
+# Who may turn a client's secure messaging off (see disable_client_messaging).
+DISABLE_ROLES = ("owner", "clinician")
 SETTINGS_FIELDS = ("secure_messaging_enabled", "auto_enable_new_clients", "team_messaging_enabled")
 # The start of the last message shown in the conversation list.
 PREVIEW_CHARS = 100
@@ -325,8 +327,11 @@ class Handlers:
         return True
 
     async def disable_client_messaging(self, client_id: str) -> bool:
-        """Turn a client's messaging off: their conversations stay readable, sends stop."""
-        who = require_staff()
+        """Turn a client's messaging off: their conversations stay readable, sends stop.
+
+        Clinicians and the owner only: cutting a client off from their care team is a clinical
+        decision, not an administrative one (team members may enable, to onboard clients)."""
+        who = require_user(*DISABLE_ROLES)
         _full_session(who)
         client_id = await self._client_of_practice(who, client_id)
         changed = await self._storage.disable_client_messaging(client_id, who.practice_id, who.subject)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -98,6 +99,29 @@ def unread_badge(count: int) -> Markup:
     return Markup('<span class="badge">{}<span class="visually-hidden"> unread</span></span>').format(count)
 
 
+ICONS_FILE = TEMPLATES_DIR / "icons.json"
+
+
+def load_icons() -> dict[str, str]:
+    """The icon set (templates/icons.json): name -> SVG path data."""
+    return {k: v for k, v in json.loads(ICONS_FILE.read_text()).items() if not k.startswith("_")}
+
+
+def icon_function(icons: dict[str, str]):
+    def icon(name: str, label: str = "") -> Markup:
+        """An icon from the page's sprite (base.html). Decorative (aria-hidden) unless ``label``
+        is given; a button with an icon carries its own accessible name."""
+        if name not in icons:
+            raise KeyError(f"No icon named {name!r} in templates/icons.json.")
+        if label:
+            return Markup('<svg class="icon" role="img" aria-label="{}"><use href="#i-{}"></use></svg>').format(
+                label, name)
+        return Markup('<svg class="icon" aria-hidden="true" focusable="false"><use href="#i-{}"></use></svg>').format(
+            name)
+
+    return icon
+
+
 def setup_templates(app: web.Application) -> jinja2.Environment:
     """Once, in the app factory: the environment every page is rendered with."""
     env = aiohttp_jinja2.setup(
@@ -112,7 +136,8 @@ def setup_templates(app: web.Application) -> jinja2.Environment:
         default_helpers=False,
     )
     env.filters.update(time_element=time_element, linkify=linkify, unread_badge=unread_badge)
-    env.globals.update(zone_name=zone_name)
+    icons = load_icons()
+    env.globals.update(zone_name=zone_name, icon=icon_function(icons), icon_paths=icons)
     return env
 
 

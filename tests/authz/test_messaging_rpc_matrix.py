@@ -60,7 +60,8 @@ MATRIX: dict[str, dict[str, object]] = {
     "UpdatePracticeSettings": only(["owner"]),
     "GetClientMessaging": only(STAFF, outside_clinician=ND),
     "EnableClientMessaging": only(STAFF, outside_clinician=ND),
-    "DisableClientMessaging": only(STAFF, outside_clinician=ND),
+    # Clinicians and the owner: a team member may enable a client but not cut them off.
+    "DisableClientMessaging": only(["clinician", "other_clinician", "owner"], outside_clinician=ND),
     "HandleClientCreated": only(["auth_service"]),
     "OpenConversation": only([*STAFF, "service_account"], outside_clinician=ND),
     # Who may start a conversation is who may look for one: OpenConversation's rules.

@@ -119,15 +119,19 @@ async def test_a_disabled_client_stays_readable_and_nobody_can_send(messaging, t
         )
         return reply.enabled
 
-    assert await disable(team.team_member) is False
-    assert await disable(team.clinician) is False  # again: no change
+    # A team member may not (clinicians and the owner decide); nothing changes, nothing is audited.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await disable(team.team_member)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert await disable(team.clinician) is False
+    assert await disable(team.owner) is False  # again: no change
     audit = await messaging.sql(
         "SELECT actor, outcome, target, practice_id, detail FROM audit_events"
         " WHERE action = 'client_messaging.disable' ORDER BY event_id"
     )
     assert audit == [
-        (team.team_member.user_id, "disabled", team.client.user_id, team.practice_id, {"changed": True}),
-        (team.clinician.user_id, "already_disabled", team.client.user_id, team.practice_id, {"changed": False}),
+        (team.clinician.user_id, "disabled", team.client.user_id, team.practice_id, {"changed": True}),
+        (team.owner.user_id, "already_disabled", team.client.user_id, team.practice_id, {"changed": False}),
     ]
     got = await messaging.stub.GetClientMessaging(
         pb.GetClientMessagingRequest(client_id=team.client.user_id),

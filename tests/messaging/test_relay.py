@@ -38,6 +38,9 @@ async def notify_service(fresh_database, keys_dir, auth_address: str, consent: s
         auth_addr=auth_address,
         consent_addr=consent,
         public_url="https://confidant.example.test",
+        # No invitation reaches this notify (auth relays none here): a passwordless client's
+        # first alert must not wait for one.
+        notify_invitation_hold_seconds="0",
     )
     return await create_notify(NotifyConfig.load(env))
 

@@ -278,7 +278,22 @@
 
   // ---------------------------------------------------------------- the shared namespace
 
+  // An icon from the page's sprite (base.html, templates/icons.json), as icon() draws it in a
+  // template: decorative unless a label is given.
+  var SVG = "http://www.w3.org/2000/svg";
+  function icon(name, label) {
+    var svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("class", "icon");
+    if (label) { svg.setAttribute("role", "img"); svg.setAttribute("aria-label", label); }
+    else { svg.setAttribute("aria-hidden", "true"); svg.setAttribute("focusable", "false"); }
+    var use = document.createElementNS(SVG, "use");
+    use.setAttribute("href", "#i-" + name);
+    svg.appendChild(use);
+    return svg;
+  }
+
   window.Confidant = {
+    icon: icon,
     pageKind: pageKind,
     $: $,
     $$: $$,
